@@ -1,0 +1,665 @@
+"""The one training loop every model goes through.
+
+`train(cfg, train_set, val_set, out_dir)` builds the model named by the config, trains it with Adam
+on preloaded tensors, validates each epoch with the shared evaluator (selecting on lesion Dice,
+the mean of the GGO and consolidation F1 means), and writes into `out_dir`:
+
+    config.json  the RunConfig, written at the start
+    log.csv      one line every `log_every` steps and at each epoch end (loss terms, validation)
+    last.pt      every epoch: weights, optimizer, RNG states, history (what a resume needs)
+    best.pt      the epoch with the best validation lesion Dice (the last epoch without a val set)
+
+Rerunning with the same `out_dir` resumes after the last finished epoch and ends with exactly the
+weights an uninterrupted run would have; a finished run returns at once without training.
+
+Under `torchrun` (WORLD_SIZE > 1) the same function runs data-parallel: every rank draws the same
+global batch indices from the same seeded generator, keeps its own disjoint share of them, and
+DistributedDataParallel averages the gradients. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from stitchnet.augment import apply_params, sample_params
+from stitchnet.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    atomic_write,
+    load_checkpoint,
+    save_checkpoint,
+)
+from stitchnet.config import RunConfig
+from stitchnet.data.types import PreparedSet
+from stitchnet.evaluate import EvalResult, evaluate
+from stitchnet.models import build_model
+from stitchnet.models.base import SegmentationModel
+
+# Training fields that may change between a run and its resumption: they change neither the
+# weights of the epochs already done nor the random numbers drawn for the next ones.
+RESUMABLE_CHANGES = {"epochs", "eval_every", "log_every"}
+TIMING_STEPS = 5  # the per-step time is measured over steps 2..5 (step 1 includes warm-up)
+VAL_GROUPS = ("ggo", "consolidation", "background", "overall")
+VAL_COLUMNS = ("val_lesion_dice", *(f"val_{g}_{m}" for g in VAL_GROUPS for m in ("f1", "iou")))
+LOG_FIXED = ("epoch", "step", "skipped_steps", "seconds")
+
+
+@dataclass
+class TrainResult:
+    model: SegmentationModel  # best weights loaded, eval mode
+    out_dir: Path
+    best_path: Path
+    last_path: Path
+    history: list[dict[str, Any]]  # one row per finished epoch (the epoch-end log.csv lines)
+    skipped_steps: int  # steps without an update: non-finite loss or gradient norm too large
+    wall_time: float  # seconds of training over every invocation that built this run
+    best_epoch: int
+    best_metric: float  # validation lesion Dice of best.pt (NaN without a validation set)
+    start_epoch: int = 0  # epochs already done when this call began (resumed runs)
+
+
+@dataclass
+class _State:
+    """What a resume restores beyond weights and optimizer."""
+
+    epoch: int = 0
+    step: int = 0
+    skipped: int = 0
+    best_metric: float | None = None
+    best_epoch: int = 0
+    elapsed: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _LossAdapter(nn.Module):
+    """Makes `model.loss` the forward. DDP averages gradients only for a backward that follows
+    a call of its own forward (which prepares its reducer), and loss() is a method, not forward."""
+
+    def __init__(self, model: SegmentationModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if `flag` is true on any rank (keeps the ranks' decisions equal)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _setup(device: str | torch.device | None) -> tuple[_Dist, torch.device]:
+    """Join the torchrun process group when there is one, and pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank if world > 1 else 0)
+    if world <= 1:
+        return _Dist(), device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL collectives use the current device
+    if not dist.is_initialized():
+        # The group lives until the process exits: later train() calls in the same torchrun
+        # process reuse it, because re-creating a destroyed group on torchrun's store can hang.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_end_group)
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
+
+
+def _end_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(sampler: torch.Generator, d: _Dist) -> dict[str, Any]:
+    """Every generator a resumed run must restore; torch's global state differs per rank."""
+    own = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    }
+    per_rank = [own]
+    if d.world > 1:
+        per_rank = [None] * d.world
+        dist.all_gather_object(per_rank, own)
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "sampler": sampler.get_state(),
+        "torch": [s["torch"] for s in per_rank],
+        "cuda": [s["cuda"] for s in per_rank],
+        # numpy's key array goes in as a tensor so the checkpoint stays loadable weights_only.
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng(state: dict[str, Any], sampler: torch.Generator, d: _Dist) -> None:
+    sampler.set_state(state["sampler"])
+    if len(state["torch"]) == d.world:
+        torch.set_rng_state(state["torch"][d.rank])
+        if state["cuda"][d.rank] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"][d.rank])
+    else:
+        print(
+            f"note: checkpoint has RNG states of {len(state['torch'])} ranks, this run has "
+            f"{d.world}; model noise continues from a fresh seed, batches continue exactly"
+        )
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _index_stream(n: int, count: int, g: torch.Generator) -> torch.Tensor:
+    """`count` indices into n items: whole random permutations back to back, so every item is
+    drawn once before any is drawn twice."""
+    perms = [torch.randperm(n, generator=g) for _ in range(math.ceil(count / n))]
+    return torch.cat(perms)[:count] if perms else torch.zeros(0, dtype=torch.long)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_resume_config(path: Path, stored: dict[str, Any], cfg: RunConfig) -> None:
+    old = _flat(RunConfig.from_dict(stored).to_dict())
+    new = _flat(cfg.to_dict())
+    allowed = {f"train.{k}" for k in RESUMABLE_CHANGES}
+    diffs = [
+        f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now"
+        for k in sorted(set(old) | set(new))
+        if k not in allowed and old.get(k) != new.get(k)
+    ]
+    if diffs:
+        raise ValueError(
+            f"{path} was written by a different run config ({'; '.join(diffs)}); pass "
+            f"resume=False to start over or choose another out_dir"
+        )
+
+
+class _CsvLog:
+    """log.csv: columns fixed by the first line written (fixed fields, the loss terms, the
+    validation metrics); a resume drops lines of unfinished epochs so the log reads like that of
+    an uninterrupted run."""
+
+    def __init__(self, path: Path, keep_epochs: int, enabled: bool) -> None:
+        self.path, self.enabled, self.columns = path, enabled, None
+        if not enabled:
+            return
+        if keep_epochs == 0 or not path.exists():
+            path.unlink(missing_ok=True)
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            self.columns = reader.fieldnames
+            rows = [r for r in reader if int(r["epoch"]) <= keep_epochs]
+
+        def rewrite(f: Any) -> None:
+            writer = csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+
+        atomic_write(path, rewrite, binary=False)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        new = self.columns is None
+        if new:
+            terms = [k for k in row if k not in LOG_FIXED and k not in VAL_COLUMNS]
+            self.columns = ["epoch", "step", *terms, *VAL_COLUMNS, "skipped_steps", "seconds"]
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(
+                f, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore"
+            )
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def _val_metrics(res: EvalResult) -> dict[str, float]:
+    """The validation numbers logged each epoch (NaN where undefined)."""
+    out = {"val_lesion_dice": res.lesion_dice}
+    for group in VAL_GROUPS:
+        for metric in ("f1", "iou"):
+            mean = res.summary["groups"][group][metric].mean
+            out[f"val_{group}_{metric}"] = math.nan if mean is None else mean
+    return out
+
+
+def _tensorboard(out_dir: Path, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; log.csv always holds the same numbers
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+def _labelled_part(train_set: PreparedSet, cfg: RunConfig) -> PreparedSet:
+    """The first `max_labelled` slices of a seeded shuffle (nested across N for one seed)."""
+    if train_set.masks is None:
+        raise ValueError(f"training set {train_set.name or ''!r} has no masks; it must be labelled")
+    n = cfg.train.max_labelled
+    if n is None or n >= len(train_set):
+        return train_set
+    if n <= 0:
+        raise ValueError(f"train.max_labelled must be positive or None, got {n}")
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.train.seed))
+    return train_set.subset(order[:n].tolist())
+
+
+def train(
+    cfg: RunConfig,
+    train_set: PreparedSet,
+    val_set: PreparedSet | None,
+    out_dir: str | Path,
+    unlabelled: PreparedSet | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> TrainResult:
+    """Train `cfg.model` on `train_set` (and `unlabelled` for models that use it); see the module
+    docstring for what is written to `out_dir` and how resuming and DDP work."""
+    if val_set is not None and val_set.masks is None:
+        raise ValueError(f"validation set {val_set.name or ''!r} has no masks; it must be labelled")
+    d, device = _setup(device)
+    result = _train(cfg, train_set, val_set, Path(out_dir), unlabelled, resume, progress, d, device)
+    d.barrier()  # every rank returns only once rank 0 has written its files
+    return result
+
+
+def _say(enabled: bool) -> Any:
+    """Console output through tqdm (so it does not break the bar), or nothing."""
+    return tqdm.write if enabled else (lambda *args, **kwargs: None)
+
+
+@dataclass
+class _Plan:
+    """Which rows each step draws: fixed for a run, identical on every rank."""
+
+    labelled: PreparedSet
+    unlabelled: PreparedSet | None  # None unless the model learns from unlabelled rows
+    batch_l: int  # labelled rows per step, over all ranks
+    batch_u: int  # unlabelled rows per step, over all ranks
+    steps: int  # steps per epoch
+    augment: bool
+
+    def split(self, val_set: PreparedSet | None) -> dict[str, list[str]]:
+        out = {"train": self.labelled.ids, "val": val_set.ids if val_set is not None else []}
+        if self.unlabelled is not None:
+            out["unlabelled"] = self.unlabelled.ids
+        return out
+
+
+def _plan(
+    cfg: RunConfig,
+    model: SegmentationModel,
+    train_set: PreparedSet,
+    unlabelled: PreparedSet | None,
+    d: _Dist,
+    say: Any,
+) -> _Plan:
+    tc = cfg.train
+    labelled = _labelled_part(train_set, cfg)
+    if len(labelled) == 0:
+        raise ValueError(f"training set {train_set.name or ''!r} is empty")
+    use_unl = (
+        model.uses_unlabelled
+        and unlabelled is not None
+        and len(unlabelled) > 0
+        and tc.unlabelled_batch_size > 0
+    )
+    if unlabelled is not None and not use_unl:
+        say(f"note: {cfg.model} trains on labelled slices only here; the unlabelled set is unused")
+    if tc.batch_size < d.world:
+        raise ValueError(f"train.batch_size {tc.batch_size} is smaller than the {d.world} ranks")
+    return _Plan(
+        labelled=labelled,
+        unlabelled=unlabelled if use_unl else None,
+        batch_l=tc.batch_size,
+        batch_u=tc.unlabelled_batch_size if use_unl else 0,
+        steps=tc.steps_per_epoch or math.ceil(len(labelled) / tc.batch_size),
+        augment=tc.augment,
+    )
+
+
+def _epoch_indices(plan: _Plan, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    lab = _index_stream(len(plan.labelled), plan.steps * plan.batch_l, g)
+    if plan.unlabelled is None:
+        return lab, None
+    return lab, _index_stream(len(plan.unlabelled), plan.steps * plan.batch_u, g)
+
+
+def _batch(
+    plan: _Plan,
+    lab_idx: torch.Tensor,
+    unl_idx: torch.Tensor | None,
+    s: int,
+    g: torch.Generator,
+    d: _Dist,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Step s's rows for this rank: its share of the labelled, then of the unlabelled indices,
+    augmented with its rows of the whole step's draw (so every rank's generator stays in step)."""
+    bl, bu = plan.batch_l, plan.batch_u
+    li = lab_idx[s * bl : (s + 1) * bl][d.rank :: d.world]
+    images, masks = [plan.labelled.images[li]], [plan.labelled.masks[li]]
+    flags = [torch.ones(len(li), dtype=torch.bool)]
+    if plan.unlabelled is not None:
+        ui = unl_idx[s * bu : (s + 1) * bu][d.rank :: d.world]
+        images.append(plan.unlabelled.images[ui])  # (u, 1, S, S)
+        masks.append(torch.zeros(len(ui), *plan.labelled.masks.shape[1:], dtype=torch.long))
+        flags.append(torch.zeros(len(ui), dtype=torch.bool))
+    batch = {"image": torch.cat(images), "mask": torch.cat(masks), "labelled": torch.cat(flags)}
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if plan.augment:
+        draws = sample_params(bl + bu, plan.labelled.images.shape[-1], g)
+        mine = torch.cat(
+            [torch.arange(bl)[d.rank :: d.world], bl + torch.arange(bu)[d.rank :: d.world]]
+        )
+        batch["image"], batch["mask"] = apply_params(
+            batch["image"], batch["mask"], draws.rows(mine)
+        )
+    return batch
+
+
+def _step(
+    wrapped: nn.Module,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    tc: Any,
+    d: _Dist,
+    device: torch.device,
+) -> tuple[dict[str, float], bool]:
+    """One guarded update. Returns the loss terms and whether the update was skipped: a
+    non-finite loss or gradient norm, or a norm above `skip_grad_norm`, leaves the weights and
+    the optimizer state untouched (decided jointly, so all ranks skip together)."""
+    losses = wrapped(batch)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    # The total norm before clipping; max_norm=inf measures without clipping.
+    norm = float(nn.utils.clip_grad_norm_(params, tc.grad_clip or math.inf))
+    # One device-to-host copy for all terms rather than one per term.
+    values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
+    terms = dict(zip(losses, values, strict=True))
+    bad = not (math.isfinite(terms["loss"]) and math.isfinite(norm))
+    bad = bad or (tc.skip_grad_norm is not None and norm > tc.skip_grad_norm)
+    if d.any(bad, device):
+        optimizer.zero_grad(set_to_none=True)
+        return terms, True
+    optimizer.step()
+    return terms, False
+
+
+class _Mean:
+    """Running mean of the loss terms over the steps that updated the weights."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def add(self, terms: dict[str, float], skipped: bool) -> None:
+        for k, v in terms.items():
+            # A skipped step still names its terms (so the log has their columns) but adds 0.
+            self.sums[k] = self.sums.get(k, 0.0) + (0.0 if skipped else v)
+        self.n += not skipped
+
+    def means(self) -> dict[str, float]:
+        return {k: (v / self.n if self.n else math.nan) for k, v in self.sums.items()}
+
+
+def _validate(model: SegmentationModel, val_set: PreparedSet, d: _Dist) -> dict[str, float]:
+    if d.world > 1:
+        # BatchNorm statistics differ per rank; evaluating rank 0's on every rank gives all
+        # ranks the same scores, hence the same best epoch, without sending the scores around.
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
+    metrics = _val_metrics(evaluate(model, val_set))
+    model.train()
+    return metrics
+
+
+def _resume(
+    out: Path,
+    cfg: RunConfig,
+    model: SegmentationModel,
+    optimizer: torch.optim.Optimizer,
+    sampler: torch.Generator,
+    d: _Dist,
+) -> tuple[_State, dict[str, torch.Tensor]]:
+    """Restore weights, optimizer, RNG states and progress from out/last.pt; the best weights
+    so far from out/best.pt."""
+    ckpt = load_checkpoint(out / LAST_NAME, expected_model=cfg.model)
+    _check_resume_config(out / LAST_NAME, ckpt["run_config"], cfg)
+    model.load_state_dict(ckpt["model_state"])
+    optimizer.load_state_dict(ckpt["optimizer_state"])
+    _restore_rng(ckpt["rng"], sampler, d)
+    best = load_checkpoint(out / BEST_NAME, expected_model=cfg.model)["model_state"]
+    return _State(**ckpt["extra"]["state"]), best
+
+
+def _train(
+    cfg: RunConfig,
+    train_set: PreparedSet,
+    val_set: PreparedSet | None,
+    out: Path,
+    unlabelled: PreparedSet | None,
+    resume: bool,
+    progress: bool,
+    d: _Dist,
+    device: torch.device,
+) -> TrainResult:
+    tc = cfg.train
+    say = _say(progress and d.main)
+    _seed(tc.seed)
+    model = build_model(cfg.model, cfg.model_config)
+    # Each rank's model noise (dropout, latent sampling) differs; DDP broadcasts rank 0's weights.
+    torch.manual_seed(tc.seed + d.rank)
+    model.to(device)
+    if tc.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sampler = torch.Generator().manual_seed(tc.seed)  # batch indices and augmentation, all ranks
+    plan = _plan(cfg, model, train_set, unlabelled, d, say)
+    split = plan.split(val_set)
+
+    state, best_state = _State(), None
+    if resume and (out / LAST_NAME).exists():
+        state, best_state = _resume(out, cfg, model, optimizer, sampler, d)
+        say(f"resuming {out} after epoch {state.epoch} (step {state.step})")
+    elif d.main:
+        for stale in (out / LAST_NAME, out / BEST_NAME):
+            stale.unlink(missing_ok=True)
+    start_epoch = state.epoch
+    if state.epoch >= tc.epochs:
+        say(f"{out}: all {state.epoch} epochs done; not retraining")
+        return _result(model, best_state, out, state, start_epoch)
+
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(cfg.to_dict(), indent=2)
+        atomic_write(out / "config.json", lambda f: f.write(text + "\n"), binary=False)
+    log = _CsvLog(out / "log.csv", start_epoch, d.main)
+    board = _tensorboard(out, d.main)
+    wrapped: nn.Module = _LossAdapter(model)
+    if d.world > 1:
+        # Some models leave parts unused on some batches (e.g. no unlabelled rows).
+        wrapped = nn.parallel.DistributedDataParallel(
+            wrapped,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    say(
+        f"{cfg.model}: {sum(p.numel() for p in params):,} trainable parameters; "
+        f"{len(plan.labelled)} labelled slices"
+        f"{f', {len(plan.unlabelled)} unlabelled' if plan.unlabelled is not None else ''}; "
+        f"{plan.steps} steps/epoch; {device}{f' x {d.world} ranks' if d.world > 1 else ''}"
+    )
+    bar = tqdm(
+        total=tc.epochs * plan.steps,
+        initial=start_epoch * plan.steps,
+        disable=not (progress and d.main),
+        desc=cfg.model,
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    step_times: list[float] = []
+    model.train()
+    for epoch in range(start_epoch + 1, tc.epochs + 1):
+        lab_idx, unl_idx = _epoch_indices(plan, sampler)
+        epoch_mean, window_mean = _Mean(), _Mean()
+        for s in range(plan.steps):
+            t0 = time.perf_counter()
+            batch = _batch(plan, lab_idx, unl_idx, s, sampler, d, device)
+            if tc.channels_last:
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+            terms, skipped = _step(wrapped, batch, optimizer, params, tc, d, device)
+            state.skipped += skipped
+            state.step += 1
+            epoch_mean.add(terms, skipped)
+            window_mean.add(terms, skipped)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{terms['loss']:.4f}", skipped=state.skipped)
+            step_times.append(time.perf_counter() - t0)
+            if len(step_times) == TIMING_STEPS:
+                per_step = sum(step_times[1:]) / (TIMING_STEPS - 1)
+                left = (tc.epochs - epoch + 1) * plan.steps - s - 1
+                say(
+                    f"measured {per_step:.3f} s/step (steps 2-{TIMING_STEPS}); "
+                    f"about {per_step * left / 60:.1f} min of training to go"
+                )
+            if (s + 1) % tc.log_every == 0 and s + 1 < plan.steps:
+                log.write(_row(epoch, state, window_mean, started))
+                window_mean = _Mean()
+
+        validate = val_set is not None and (epoch % tc.eval_every == 0 or epoch == tc.epochs)
+        metrics = _validate(model, val_set, d) if validate else {}
+        score = metrics.get("val_lesion_dice", math.nan)
+        # Without validation the latest epoch is the best we know; NaN never beats a number.
+        better = not math.isnan(score) and (state.best_metric is None or score > state.best_metric)
+        improved = best_state is None or val_set is None or (validate and better)
+        state.epoch = epoch
+        state.elapsed += time.perf_counter() - started
+        started = time.perf_counter()
+        row = {**_row(epoch, state, epoch_mean, None), **metrics}
+        state.history.append(row)
+        log.write(row)
+        if board is not None:
+            for k, v in row.items():
+                if k not in ("epoch", "step") and isinstance(v, float) and not math.isnan(v):
+                    board.add_scalar(k, v, state.step)
+        if validate:
+            say(f"epoch {epoch}: val lesion Dice {score:.4f}" + (" (best)" if improved else ""))
+        if improved:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state.best_metric = None if math.isnan(score) else score
+            state.best_epoch = epoch
+        rng = _rng_state(sampler, d)  # a collective under DDP: every rank takes part
+        if d.main:
+            # best.pt first: a crash between the two writes then only repeats this epoch.
+            common = dict(epoch=epoch, step=state.step, metrics=metrics, split=split)
+            if improved:
+                save_checkpoint(out / BEST_NAME, model, cfg, **common)
+            save_checkpoint(
+                out / LAST_NAME,
+                model,
+                cfg,
+                optimizer,
+                rng=rng,
+                extra={"state": vars(state)},
+                **common,
+            )
+    bar.close()
+    if board is not None:
+        board.close()
+    say(f"done: {out} (best epoch {state.best_epoch}, {state.skipped} skipped steps)")
+    return _result(model, best_state, out, state, start_epoch)
+
+
+def _row(epoch: int, state: _State, mean: _Mean, started: float | None) -> dict[str, Any]:
+    """A log line: mean loss terms over the good steps since the previous line."""
+    seconds = state.elapsed + (0.0 if started is None else time.perf_counter() - started)
+    return {
+        "epoch": epoch,
+        "step": state.step,
+        **mean.means(),
+        "skipped_steps": state.skipped,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _result(
+    model: SegmentationModel,
+    best_state: dict[str, torch.Tensor] | None,
+    out: Path,
+    state: _State,
+    start_epoch: int,
+) -> TrainResult:
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(
+        model=model.eval(),
+        out_dir=out,
+        best_path=out / BEST_NAME,
+        last_path=out / LAST_NAME,
+        history=state.history,
+        skipped_steps=state.skipped,
+        wall_time=state.elapsed,
+        best_epoch=state.best_epoch,
+        best_metric=math.nan if state.best_metric is None else state.best_metric,
+        start_epoch=start_epoch,
+    )
