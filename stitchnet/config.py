@@ -48,7 +48,11 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
-    skip_grad_norm: float | None = 1e4  # a step whose gradient norm exceeds this is skipped
+    # A step whose gradient norm exceeds this is skipped, not applied. Set far above healthy steps:
+    # StitchNet's raw norms are ~1e6-1e7 at initialisation (each BN-normalised one-channel latent
+    # multiplies the gradient ~30-70x on its way up the ladder); clipping to `grad_clip` then
+    # rescales them, as in the authors' code.
+    skip_grad_norm: float | None = 1e10
     seed: int = 0
     augment: bool = True
     channels_last: bool = False
