@@ -23,7 +23,9 @@ class DataConfig:
     """How slices are turned into model inputs (the paper's pre-processing)."""
 
     image_size: int = 352  # square working size; must be a multiple of 32 (five stride-2 levels)
-    crop_to_lung: bool = True  # crop to the lung field's bounding box (paper: "cropped to lung field")
+    crop_to_lung: bool = (
+        True  # crop to the lung field's bounding box (paper: "cropped to lung field")
+    )
     crop_margin: float = 0.05  # margin around the lung box, as a fraction of the box side
     morph_radius: int = 3  # disk radius (px at 256 px) for the opening and closing of the lung mask
     lung_window: tuple[float, float] = (-1250.0, 250.0)  # HU window mapped to [0, 1] (DICOM/NIfTI)
@@ -56,7 +58,9 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     channels_last: bool = False
-    max_labelled: int | None = None  # use only the first N labelled training slices (label efficiency)
+    max_labelled: int | None = (
+        None  # use only the first N labelled training slices (label efficiency)
+    )
     steps_per_epoch: int | None = None  # None: one pass over the labelled training slices
     eval_every: int = 1  # validate every N epochs
     log_every: int = 10  # steps between CSV log lines
@@ -94,11 +98,13 @@ class RunConfig:
 
 
 def _from_dict(klass: type, d: dict[str, Any]) -> Any:
-    """Build a frozen dataclass from a dict, refusing unknown keys (a typo must not pass silently)."""
+    """Build a frozen dataclass from a dict, refusing unknown keys (a typo must not pass)."""
     names = {f.name: f for f in fields(klass)}
     unknown = sorted(set(d) - set(names))
     if unknown:
-        raise ValueError(f"unknown {klass.__name__} keys {unknown}; expected some of {sorted(names)}")
+        raise ValueError(
+            f"unknown {klass.__name__} keys {unknown}; expected some of {sorted(names)}"
+        )
     kwargs = {}
     for k, v in d.items():
         kwargs[k] = tuple(v) if isinstance(v, list) else v

@@ -1,0 +1,182 @@
+"""`stitchnet` command line: a thin layer over `stitchnet.pipeline` and `stitchnet.reproduce`.
+
+Bad user input (missing folders, corrupt files, wrong checkpoints) ends with one line naming the
+file and what was expected, and exit status 2 — never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stitchnet.config import PRESETS
+from stitchnet.models import MODEL_NAMES
+
+BUNDLED_LABELLED = "data/medseg_covid19_train50"
+BUNDLED_UNLABELLED = "data/covid19_ct_seg_20cases_unlabelled"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, help="pre-processing cache folder (default .cache/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stitchnet",
+        description=(
+            "Semi-supervised segmentation of COVID-19 lung CT (StitchNet, SVAE, U-Net, SegNet). "
+            "Classes: 0 background, 1 healthy lung, 2 ground-glass opacity, 3 consolidation."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "prepare",
+        help="pre-process a folder of slices (lung field, crop, resize) into the cache",
+        description="Read a source (folder of slices, NIfTI, DICOM series, CC-CCII tree), find the "
+        "lung field, crop, resize and cache the arrays so that training starts fast.",
+    )
+    p.add_argument(
+        "source", help="folder with images/ (+ masks/, index.csv), .nii(.gz) or DICOM dir"
+    )
+    p.add_argument("--preset", choices=PRESETS, default="cpu-small")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train one model on a labelled folder (and optionally an unlabelled one)",
+        description="Train a model, validating every epoch, keeping last.pt (resume) and best.pt; "
+        "then score best.pt on the test part of the seeded 60/20/20 split (RUN_DIR/test/).",
+    )
+    p.add_argument("--model", choices=MODEL_NAMES, required=True)
+    p.add_argument("--labelled", required=True, help="folder: images/, masks/, optional index.csv")
+    p.add_argument("--unlabelled", default=None, help="folder of unlabelled slices (StitchNet)")
+    p.add_argument("--preset", choices=PRESETS, default="cpu-small")
+    p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--max-labelled", type=int, default=None, help="use only N labelled slices")
+    p.add_argument(
+        "--encoder-weights",
+        default=None,
+        help="'imagenet' (MobileNetV2 ImageNet file, first conv summed to 1 channel) or a .pth "
+        "path; default: from scratch, as in the paper",
+    )
+    p.add_argument(
+        "--splits", default=None, help="splits.json to use (default RUN_DIR/splits.json)"
+    )
+    _add_common(p)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained model on a labelled folder: metrics.json and per_image.csv",
+    )
+    p.add_argument("checkpoint", help="run folder (uses best.pt) or a .pt checkpoint")
+    p.add_argument("folder", help="labelled folder: images/ and masks/")
+    p.add_argument("--out", required=True)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "predict",
+        help="segment slices: a class-id mask PNG and a colour overlay per image",
+        description="Writes OUT/masks/<id>.png (class ids 0-3 at the input's own size), "
+        "OUT/overlays/<id>.png (green GGO, blue consolidation) and OUT/lesion_burden.json.",
+    )
+    p.add_argument("checkpoint", help="run folder (uses best.pt) or a .pt checkpoint")
+    p.add_argument("folder", help="folder of slices, a NIfTI volume or a DICOM series folder")
+    p.add_argument("--out", required=True)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's comparison on the bundled data: every model, 3 seeds, one report",
+    )
+    p.add_argument("--preset", choices=PRESETS, default="cpu-small")
+    p.add_argument("--out", default=None, help="default runs/<preset>")
+    p.add_argument("--labelled", default=BUNDLED_LABELLED)
+    p.add_argument("--unlabelled", default=BUNDLED_UNLABELLED)
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: preset's)")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="(re)write the report of a reproduce folder from its runs")
+    p.add_argument("run_dir", help="folder written by `stitchnet reproduce`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Heavy imports after parsing, so that --help is instant.
+    from stitchnet import pipeline, reproduce
+
+    progress = not getattr(args, "quiet", False)
+    try:
+        if args.command == "prepare":
+            from stitchnet.config import DATA_PRESETS
+
+            data = pipeline.prepare_folder(
+                args.source, DATA_PRESETS[args.preset], args.cache, progress
+            )
+            kind = "labelled" if data.labelled else "unlabelled"
+            print(
+                f"prepared {len(data)} {kind} slices at {DATA_PRESETS[args.preset].image_size} px"
+            )
+        elif args.command == "train":
+            overrides = {}
+            if args.encoder_weights:
+                overrides["encoder_weights"] = args.encoder_weights
+            res = pipeline.fit(
+                args.model,
+                args.labelled,
+                args.out,
+                preset=args.preset,
+                unlabelled=args.unlabelled,
+                seed=args.seed,
+                splits_path=args.splits,
+                model_overrides=overrides,
+                cache_dir=args.cache,
+                progress=progress,
+                epochs=args.epochs,
+                max_labelled=args.max_labelled,
+            )
+            from stitchnet.evaluate import format_table1
+
+            print(format_table1({args.model: res.test}))
+            print(f"wrote {Path(args.out) / 'test' / 'metrics.json'}")
+        elif args.command == "evaluate":
+            from stitchnet.evaluate import format_table1
+
+            res = pipeline.evaluate_folder(
+                args.checkpoint, args.folder, args.out, args.cache, progress
+            )
+            print(format_table1({Path(args.checkpoint).name: res}))
+            print(f"wrote {Path(args.out) / 'metrics.json'} and per_image.csv")
+        elif args.command == "predict":
+            written = pipeline.predict_folder(
+                args.checkpoint, args.folder, args.out, args.cache, progress=progress
+            )
+            print(f"wrote {len(written)} masks and overlays under {args.out}")
+        elif args.command == "reproduce":
+            out = args.out or f"runs/{args.preset}"
+            reproduce.reproduce(
+                args.preset,
+                out,
+                labelled=args.labelled,
+                unlabelled=args.unlabelled,
+                n_seeds=args.seeds,
+                cache_dir=args.cache,
+                progress=progress,
+            )
+        elif args.command == "report":
+            path = reproduce.write_report(args.run_dir)
+            print(f"wrote {path}")
+    except (ValueError, OSError) as err:
+        # Library errors for bad input name the file, the value found and the value expected.
+        print(f"stitchnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The plain Python API that the CLI is a thin layer over.
+
+from stitchnet import pipeline
+result = pipeline.fit("unet", "data/medseg_covid19_train50", "runs/unet", preset="cpu-small")
+metrics = pipeline.evaluate_folder("runs/unet", "data/medseg_covid19_train50", "runs/unet/eval")
+pipeline.predict_folder("runs/unet", "some/folder", "runs/unet/pred")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stitchnet.checkpoint import model_from_checkpoint
+from stitchnet.config import DATA_PRESETS, TRAIN_PRESETS, RunConfig, check_preset
+from stitchnet.data import load_lung_segmenter, prepare, read_source, restore_to_original
+from stitchnet.data.splits import check_no_patient_leak, load_or_make_splits
+from stitchnet.data.types import PreparedSet
+from stitchnet.evaluate import EvalResult, evaluate, write_evaluation
+from stitchnet.figures import overlay
+from stitchnet.models import model_class, model_config
+from stitchnet.train import TrainResult, train
+
+# Unlabelled slices drawn per step beside the labelled batch, for models that use them.
+# paper: the authors' batch of 3 = 1 labelled + 2 unlabelled (their second unlabelled slice was a
+# healthy control; the bundled pool has only COVID slices).
+UNLABELLED_PER_STEP = {"paper": 2, "cpu-small": 8, "debug": 2}
+PAPER_STITCHNET_TRAIN = {"batch_size": 1, "lr": 3e-4, "grad_clip": 1.0, "epochs": 80}
+SPLIT_SEED = 0  # the split is fixed across training seeds so seeds measure training noise only
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("STITCHNET_CACHE", ".cache/stitchnet"))
+
+
+def run_config(
+    model: str,
+    preset: str = "cpu-small",
+    seed: int = 0,
+    model_overrides: dict[str, Any] | None = None,
+    **train_overrides: Any,
+) -> RunConfig:
+    """The full run config for a model under a preset; overrides are validated field names."""
+    check_preset(preset)
+    mcfg = model_config(model, preset, **(model_overrides or {}))
+    train_cfg = TRAIN_PRESETS[preset]
+    if model_class(model).uses_unlabelled:
+        train_cfg = dataclasses.replace(
+            train_cfg, unlabelled_batch_size=UNLABELLED_PER_STEP[preset]
+        )
+        if preset == "paper":
+            train_cfg = dataclasses.replace(train_cfg, **PAPER_STITCHNET_TRAIN)
+    train_cfg = dataclasses.replace(
+        train_cfg, seed=seed, **{k: v for k, v in train_overrides.items() if v is not None}
+    )
+    return RunConfig(
+        model=model,
+        model_config=dataclasses.asdict(mcfg),
+        data=DATA_PRESETS[preset],
+        train=train_cfg,
+        preset=preset,
+    )
+
+
+def prepare_folder(
+    path: str | Path,
+    data_cfg: Any,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    require_masks: bool = False,
+) -> PreparedSet:
+    """Read any supported source (folder, NIfTI, DICOM series, CC-CCII) and pre-process it."""
+    records = read_source(path)
+    if require_masks and any(r.mask is None for r in records):
+        missing = next(r.path for r in records if r.mask is None)
+        raise ValueError(f"{path}: expected a mask for every image (masks/), none for {missing}")
+    cache = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    return prepare(
+        records,
+        data_cfg,
+        lung_model=load_lung_segmenter(),
+        cache_dir=cache,
+        name=Path(path).name,
+        progress=progress,
+    )
+
+
+def split_parts(
+    data: PreparedSet, splits_path: Path, seed: int = SPLIT_SEED
+) -> tuple[dict, dict[str, PreparedSet]]:
+    """Load or make the seeded 60/20/20 split (by patient where ids exist) and cut the set."""
+    splits = load_or_make_splits(splits_path, data.ids, data.patient_ids, seed=seed)
+    check_no_patient_leak(splits, dict(zip(data.ids, data.patient_ids, strict=True)))
+    index = {sid: i for i, sid in enumerate(data.ids)}
+    parts = {
+        part: data.subset([index[s] for s in splits[part]], name=f"{data.name}:{part}")
+        for part in ("train", "val", "test")
+    }
+    return splits, parts
+
+
+@dataclass
+class FitResult:
+    train: TrainResult
+    test: EvalResult | None
+    splits: dict
+    out_dir: Path
+
+
+def fit(
+    model: str,
+    labelled: str | Path,
+    out_dir: str | Path,
+    preset: str = "cpu-small",
+    unlabelled: str | Path | None = None,
+    seed: int = 0,
+    splits_path: str | Path | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    **train_overrides: Any,
+) -> FitResult:
+    """Train `model` on a labelled folder (and an unlabelled one), then score it on the test part.
+
+    The split is written to `splits_path` (default `out_dir/splits.json`) and reused on every
+    later run; the test metrics go to `out_dir/test/`.
+    """
+    out = Path(out_dir)
+    cfg = run_config(model, preset, seed, model_overrides, **train_overrides)
+    labelled_set = prepare_folder(labelled, cfg.data, cache_dir, progress, require_masks=True)
+    splits, parts = split_parts(labelled_set, Path(splits_path or out / "splits.json"))
+    unlabelled_set = None
+    if unlabelled is not None and model_class(model).uses_unlabelled:
+        pool = prepare_folder(unlabelled, cfg.data, cache_dir, progress)
+        # The pool is split by patient too; only its training part is trained on.
+        _, pool_parts = split_parts(pool, out / "unlabelled_splits.json")
+        unlabelled_set = pool_parts["train"]
+    out.mkdir(parents=True, exist_ok=True)
+    result = train(
+        cfg,
+        parts["train"],
+        parts["val"],
+        out,
+        unlabelled=unlabelled_set,
+        progress=progress,
+    )
+    test = evaluate(result.model, parts["test"])
+    write_evaluation(test, out / "test")
+    return FitResult(train=result, test=test, splits=splits, out_dir=out)
+
+
+def evaluate_folder(
+    run_or_checkpoint: str | Path,
+    folder: str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Score a trained model on any labelled folder, with the preprocessing it was trained with."""
+    model, ckpt = model_from_checkpoint(run_or_checkpoint)
+    cfg = RunConfig.from_dict(ckpt["run_config"])
+    data = prepare_folder(folder, cfg.data, cache_dir, progress, require_masks=True)
+    result = evaluate(model, data)
+    write_evaluation(result, out_dir)
+    return result
+
+
+def predict_folder(
+    run_or_checkpoint: str | Path,
+    folder: str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[Path]:
+    """One mask PNG (class ids 0-3, the input's own size) and one overlay PNG per input slice.
+
+    Everything is written to a temporary folder first and moved into place at the end, so an
+    interrupted or failed run never leaves output that looks complete.
+    """
+    model, ckpt = model_from_checkpoint(run_or_checkpoint)
+    cfg = RunConfig.from_dict(ckpt["run_config"])
+    records = read_source(folder)
+    data = prepare(
+        records,
+        cfg.data,
+        lung_model=load_lung_segmenter(),
+        cache_dir=default_cache_dir() if cache_dir is None else Path(cache_dir),
+        name=Path(folder).name,
+        progress=progress,
+    )
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".predict-", dir=out.parent))
+    written = []
+    try:
+        (tmp / "masks").mkdir()
+        (tmp / "overlays").mkdir()
+        model.eval()
+        device = next(model.parameters()).device
+        for start in range(0, len(data), batch_size):
+            x = data.images[start : start + batch_size].to(device)
+            with torch.no_grad():
+                pred = model(x).argmax(dim=1).cpu().numpy()  # (B, S, S)
+            for j, p in enumerate(pred):
+                i = start + j
+                full = restore_to_original(p, data.boxes[i], data.orig_shapes[i])  # (H, W)
+                stem = data.ids[i]
+                Image.fromarray(full.astype(np.uint8)).save(tmp / "masks" / f"{stem}.png")
+                img = records[i].image
+                Image.fromarray(overlay(img, full)).save(tmp / "overlays" / f"{stem}.png")
+                written.append(out / "masks" / f"{stem}.png")
+        burden = lesion_burden(tmp / "masks", [r.patient_id for r in records], data.ids)
+        (tmp / "lesion_burden.json").write_text(json.dumps(burden, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return written
+
+
+def lesion_burden(mask_dir: Path, patient_ids: list[str | None], ids: list[str]) -> dict:
+    """Per patient: GGO and consolidation as fractions of the lung field (classes 1-3)."""
+    totals: dict[str, np.ndarray] = {}
+    for sid, pid in zip(ids, patient_ids, strict=True):
+        mask = np.asarray(Image.open(mask_dir / f"{sid}.png"))
+        counts = np.bincount(mask.ravel(), minlength=4)[:4]
+        key = pid or "unknown"
+        totals[key] = totals.get(key, np.zeros(4, dtype=np.int64)) + counts
+    out = {}
+    for pid, c in sorted(totals.items()):
+        lung = int(c[1] + c[2] + c[3])
+        out[pid] = {
+            "lung_px": lung,
+            "ggo_fraction": float(c[2] / lung) if lung else 0.0,
+            "consolidation_fraction": float(c[3] / lung) if lung else 0.0,
+            "lesion_fraction": float((c[2] + c[3]) / lung) if lung else 0.0,
+        }
+    return out

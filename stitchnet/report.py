@@ -1,0 +1,314 @@
+"""The reproduce report: tables from each run's test/metrics.json, figures from its checkpoints.
+
+Everything here is read back from the reproduce folder, so `stitchnet report DIR` rebuilds the
+report of an interrupted or finished comparison without training anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stitchnet import figures
+from stitchnet.metrics import ABSENT_RULE
+
+TABLE1_ROWS = (("GGO", "ggo"), ("CON", "consolidation"), ("Background", "background"))
+METRICS = ("iou", "f1", "recall", "precision")
+
+
+def group_stat(metrics: dict, group: str, metric: str) -> tuple[float, float, int]:
+    """(mean, std, n) of one Table-1 group ("ggo", "consolidation", "background", "overall")."""
+    entry = metrics["groups"][group][metric]
+    # metrics.json writes undefined values (no image defines the metric; Overall's std) as null.
+    mean, std = entry.get("mean"), entry.get("std")
+    return (
+        float("nan") if mean is None else float(mean),
+        float("nan") if std is None else float(std),
+        int(entry.get("n") or 0),
+    )
+
+
+def lesion_dice(metrics: dict) -> float:
+    """The selection and comparison metric: mean of the GGO and consolidation F1 means."""
+    return float(np.mean([group_stat(metrics, g, "f1")[0] for g in ("ggo", "consolidation")]))
+
+
+def _num(entry: dict) -> tuple[float, float]:
+    return tuple(float("nan") if entry.get(k) is None else float(entry[k]) for k in ("mean", "std"))
+
+
+def _fmt(mean: float, std: float) -> str:
+    if np.isnan(mean):
+        return "n/a"
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def table1(results: dict[str, dict]) -> str:
+    """The paper's Table 1 layout for several models: label -> metrics.json content."""
+    lines = ["| Lesion | Method | IoU | F1 | Recall | Precision |", "|---|---|---|---|---|---|"]
+    for title, group in TABLE1_ROWS:
+        for label, m in results.items():
+            cells = [_fmt(*group_stat(m, group, k)[:2]) for k in METRICS]
+            lines.append(f"| {title} | {label} | " + " | ".join(cells) + " |")
+    for label, m in results.items():
+        cells = [f"{group_stat(m, 'overall', k)[0]:.3f}" for k in METRICS]
+        lines.append(f"| Overall | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def class_table(results: dict[str, dict]) -> str:
+    """Every class separately (healthy lung included), F1 and IoU with n."""
+    lines = [
+        "| Class | Method | IoU | F1 | Recall | Precision | n (F1) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cls in ("background", "healthy", "ggo", "consolidation"):
+        for label, m in results.items():
+            stats = {k: m["classes"][cls][k] for k in METRICS}
+            cells = [_fmt(*_num(stats[k])) for k in METRICS]
+            lines.append(f"| {cls} | {label} | " + " | ".join(cells) + f" | {stats['f1']['n']} |")
+    return "\n".join(lines)
+
+
+def paper_table() -> str:
+    from stitchnet.reproduce import PAPER_TABLE1
+
+    lines = ["| Lesion | Method | IoU | F1 | Recall | Precision |", "|---|---|---|---|---|---|"]
+    for lesion, rows in PAPER_TABLE1.items():
+        for method, cells in rows.items():
+            lines.append(f"| {lesion} | {method} (paper) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def collect(out: Path) -> dict[str, dict[int, dict]]:
+    """variant -> seed -> {"metrics", "info", "dir"} for every finished main run."""
+    runs: dict[str, dict[int, dict]] = {}
+    for run_dir in sorted(out.glob("runs/*/seed*")):
+        metrics = _load_json(run_dir / "test" / "metrics.json")
+        info = _load_json(run_dir / "run_info.json")
+        if metrics is None or info is None:
+            continue
+        runs.setdefault(run_dir.parent.name, {})[int(run_dir.name[4:])] = {
+            "metrics": metrics,
+            "info": info,
+            "dir": run_dir,
+        }
+    return runs
+
+
+def collect_efficiency(out: Path, runs: dict) -> dict[str, dict[int, list[float]]]:
+    """variant label -> labelled count -> lesion Dice per seed (the full set from the main runs)."""
+    curves: dict[str, dict[int, list[float]]] = {}
+    for run_dir in sorted(out.glob("efficiency/*/n*/seed*")):
+        metrics = _load_json(run_dir / "test" / "metrics.json")
+        info = _load_json(run_dir / "run_info.json")
+        if metrics is None or info is None:
+            continue
+        curve = curves.setdefault(info["label"], {})
+        curve.setdefault(int(info["max_labelled"]), []).append(lesion_dice(metrics))
+    for by_seed in runs.values():
+        info = next(iter(by_seed.values()))["info"]
+        if info["label"] in curves:
+            n_train = next(iter(by_seed.values()))["metrics"].get("n_train")
+            full = int(n_train) if n_train else 30
+            curves[info["label"]][full] = [lesion_dice(r["metrics"]) for r in by_seed.values()]
+    return curves
+
+
+def _figures(out: Path, runs: dict, fig_dir: Path) -> list[tuple[str, Path]]:
+    """Fig. 2 on the same test slices for every model, Fig. 6 styles and SVAE samples."""
+    from stitchnet import pipeline
+    from stitchnet.checkpoint import model_from_checkpoint
+    from stitchnet.config import RunConfig
+
+    made: list[tuple[str, Path]] = []
+    seed0 = {k: v[min(v)] for k, v in runs.items()}
+    if not seed0:
+        return made
+    first = next(iter(seed0.values()))
+    ckpt = torch.load(first["dir"] / "best.pt", weights_only=True, map_location="cpu")
+    cfg = RunConfig.from_dict(ckpt["run_config"])
+    meta = _load_json(out / "reproduce.json") or {}
+    data = pipeline.prepare_folder(
+        meta.get("labelled", "data/medseg_covid19_train50"),
+        cfg.data,
+        progress=False,
+        require_masks=True,
+    )
+    _, parts = pipeline.split_parts(data, out / "splits.json")
+    test = parts["test"]
+    # The 4 test slices with the most lesion, so that the figure shows lesions at all.
+    lesion_px = (test.masks >= 2).flatten(1).sum(1)
+    pick = torch.argsort(lesion_px, descending=True)[:4].tolist()
+    x = test.images[pick]
+    preds = {}
+    for key, run in seed0.items():
+        model, _ = model_from_checkpoint(run["dir"])
+        model.eval()
+        with torch.no_grad():
+            preds[run["info"]["label"]] = model(x).argmax(1).numpy()
+        if key in ("stitchnet_ssl", "stitchnet_sup") and hasattr(model, "outputs"):
+            with torch.no_grad():
+                o = model.outputs(x)
+            path = figures.styles_figure(
+                x[:, 0].numpy(),
+                o["logits"].argmax(1).numpy(),
+                o["styles"].numpy(),
+                o["reconstruction"][:, 0].numpy(),
+                fig_dir / f"fig6_styles_{key}.png",
+            )
+            made.append((f"Fig. 6: styles of {run['info']['label']}", path))
+            with torch.no_grad():
+                torch.manual_seed(0)
+                s = model.sample(6)
+            img = s["image"] if isinstance(s, dict) else s
+            seg = s.get("mask") if isinstance(s, dict) else None
+            path = figures.samples_figure(
+                img[:, 0].numpy(),
+                None if seg is None else seg.numpy(),
+                fig_dir / f"samples_{key}.png",
+            )
+            made.append((f"Samples from the prior, {run['info']['label']}", path))
+    path = figures.comparison_figure(
+        x[:, 0].numpy(),
+        test.masks[pick].numpy(),
+        preds,
+        fig_dir / "fig2_comparison.png",
+        ids=[test.ids[i] for i in pick],
+    )
+    made.insert(0, ("Fig. 2: the same test slices for every model", path))
+    return made
+
+
+def build_report(out: Path) -> Path:
+    from stitchnet.reproduce import environment
+
+    runs = collect(out)
+    if not runs:
+        raise ValueError(f"{out}: no finished runs (runs/*/seed*/test/metrics.json) to report on")
+    meta = _load_json(out / "reproduce.json") or {}
+    splits = _load_json(out / "splits.json") or {}
+    fig_dir = out / "figures"
+    label = {k: next(iter(v.values()))["info"]["label"] for k, v in runs.items()}
+    seed0 = {label[k]: v[min(v)]["metrics"] for k, v in runs.items()}
+
+    md = [f"# StitchNet reproduction report — preset `{meta.get('preset', '?')}`", ""]
+    if splits.get("warning"):
+        md += [f"> **WARNING: {splits['warning']}**", ""]
+    md += [
+        f"Absent-class rule: {ABSENT_RULE}",
+        "",
+        "## Table 1 (seed 0, test split)",
+        "",
+        table1(seed0),
+        "",
+        "## The paper's Table 1 (CC-CCII test set, for reference; other data, other resolution)",
+        "",
+        paper_table(),
+        "",
+        "## Lesion Dice over seeds (mean of GGO and consolidation F1; mean ± std over seeds)",
+        "",
+        "| Method | seeds | lesion Dice per seed | mean ± std |",
+        "|---|---|---|---|",
+    ]
+    spread = {}
+    for k, by_seed in runs.items():
+        vals = [lesion_dice(by_seed[s]["metrics"]) for s in sorted(by_seed)]
+        spread[label[k]] = vals
+        per = ", ".join(f"{v:.3f}" for v in vals)
+        md.append(
+            f"| {label[k]} | {len(vals)} | {per} | {np.mean(vals):.3f} ± {np.std(vals):.3f} |"
+        )
+    md.append("")
+    ssl, sup = (
+        spread.get(label.get("stitchnet_ssl", "")),
+        spread.get(label.get("stitchnet_sup", "")),
+    )
+    if ssl and sup:
+        gap = np.mean(ssl) - np.mean(sup)
+        verdict = (
+            "helps"
+            if gap > np.std(ssl) + np.std(sup)
+            else ("does not measurably help" if gap > -(np.std(ssl) + np.std(sup)) else "hurts")
+        )
+        md += [
+            f"**Does unlabelled data help StitchNet here?** Lesion Dice with unlabelled slices "
+            f"{np.mean(ssl):.3f} vs labelled only {np.mean(sup):.3f} (difference {gap:+.3f}; the "
+            f"seeds' spreads sum to {np.std(ssl) + np.std(sup):.3f}): unlabelled data "
+            f"**{verdict}** in this run.",
+            "",
+        ]
+    md += ["## Every class", "", class_table(seed0), ""]
+
+    made = _figures(out, runs, fig_dir)
+    curves = collect_efficiency(out, runs)
+    if curves:
+        made.append(
+            (
+                "Label efficiency",
+                figures.label_efficiency_figure(curves, fig_dir / "label_efficiency.png"),
+            )
+        )
+    logs = {label[k]: v[min(v)]["dir"] / "log.csv" for k, v in runs.items()}
+    made.append(
+        (
+            "Training curves (seed 0)",
+            figures.curves_figure(
+                {k: p for k, p in logs.items() if p.exists()}, fig_dir / "training_curves.png"
+            ),
+        )
+    )
+    md += ["## Figures", ""]
+    for title, path in made:
+        md += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
+
+    md += ["## What ran", ""]
+    env = environment()
+    md += [f"- {k}: {v}" for k, v in env.items()]
+    md += [
+        f"- preset: {meta.get('preset')}; seeds: {meta.get('seeds')}; label counts: "
+        f"{meta.get('label_counts')} with {meta.get('efficiency_seeds')} seed(s) each",
+        f"- split ({splits.get('by', '?')}, seed {splits.get('seed', '?')}): "
+        + ", ".join(f"{p} {len(splits.get(p, []))}" for p in ("train", "val", "test")),
+    ]
+    if meta.get("protocol_note"):
+        md.append(f"- note: {meta['protocol_note']}")
+    md += ["", "| Method | seed | wall time (s) |", "|---|---|---|"]
+    for k, by_seed in runs.items():
+        for s in sorted(by_seed):
+            md.append(f"| {label[k]} | {s} | {by_seed[s]['info']['wall_s']} |")
+    total = sum(r["info"]["wall_s"] for v in runs.values() for r in v.values())
+    md += ["", f"Total training+testing time of the main runs: {total / 60:.1f} min.", ""]
+
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(_html(text, out))
+    return out / "report.md"
+
+
+def _html(text: str, out: Path) -> str:
+    """Markdown to a single self-contained HTML file (figures inlined as data URIs)."""
+    import markdown
+
+    body = markdown.markdown(text, extensions=["tables"])
+
+    def inline(m: re.Match) -> str:
+        data = base64.b64encode((out / m.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+    )
+    style += "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+    head = f"<head><meta charset='utf-8'><style>{style}</style></head>"
+    return f"<!doctype html><html>{head}<body>{body}</body></html>"
