@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Heavy imports after parsing, so that --help is instant.
-    from stitchnet import pipeline, reproduce
+    from stitchnet import pipeline
+    from stitchnet.reproduce import reproduce, write_report
 
     progress = not getattr(args, "quiet", False)
     try:
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {len(written)} masks and overlays under {args.out}")
         elif args.command == "reproduce":
             out = args.out or f"runs/{args.preset}"
-            reproduce.reproduce(
+            reproduce(
                 args.preset,
                 out,
                 labelled=args.labelled,
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
             )
         elif args.command == "report":
-            path = reproduce.write_report(args.run_dir)
+            path = write_report(args.run_dir)
             print(f"wrote {path}")
     except (ValueError, OSError) as err:
         # Library errors for bad input name the file, the value found and the value expected.

@@ -108,7 +108,10 @@ def _run(
     if info_path.exists() and (run_dir / "test" / "metrics.json").exists():
         return json.loads(info_path.read_text())
     start = time.perf_counter()
-    overrides = {"encoder_weights": variant.encoder_weights} if variant.encoder_weights else {}
+    overrides = {}
+    if variant.encoder_weights:
+        # The ImageNet file is for the width-1.0 MobileNetV2, whatever the preset's width.
+        overrides = {"encoder_weights": variant.encoder_weights, "width_mult": 1.0}
     pipeline.fit(
         variant.model,
         labelled,
