@@ -17,6 +17,8 @@ likelihood on x on top of it and is trained on images alone (it does not segment
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -72,6 +74,9 @@ class SVAEConfig:
     image_size: int = 352  # side of the images that `sample` generates (multiple of 32)
     reduction: str = "pixel_mean"  # how the negative ELBO is normalised (see the docstring)
     kl_warmup_steps: int = 0  # KL weight ramps 0 -> 1 over this many training steps (0: none)
+    init_std: float = (
+        0.1  # initial std of every latent Gaussian (scale branch bias); see GaussianMap
+    )
 
     def __post_init__(self) -> None:
         if len(self.channels) != NUM_LEVELS:
@@ -105,7 +110,7 @@ class GaussianMap(nn.Module):
     channel each: the mean, and the scale through softplus + eps.
     """
 
-    def __init__(self, f: int, bottleneck_above: int, eps: float) -> None:
+    def __init__(self, f: int, bottleneck_above: int, eps: float, init_std: float = 1.0) -> None:
         super().__init__()
         self.eps = eps
         self.body = nn.Sequential(
@@ -116,6 +121,9 @@ class GaussianMap(nn.Module):
         )
         self.mean = nn.Conv2d(f // 4, 1, 3, padding=1)
         self.scale = nn.Conv2d(f // 4, 1, 3, padding=1)
+        # Start with narrow Gaussians (std ~ init_std) so that the latents carry the image from
+        # the first step instead of drowning it in unit noise; the KL can widen them later.
+        nn.init.constant_(self.scale.bias, math.log(math.expm1(init_std)))
 
     def forward(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(d)  # (B, f/4, h, w)
@@ -163,12 +171,12 @@ class LadderTrunk(nn.Module):
             pointwise(c, f) for c, f in zip(self.encoder.out_channels, fs, strict=True)
         )
         # Bottom-up d_i -> z_i, levels 1..5. With sharing these also give the priors of 1..4.
-        self.infer_z = nn.ModuleList(GaussianMap(f, ba, config.eps) for f in fs)
+        self.infer_z = nn.ModuleList(GaussianMap(f, ba, config.eps, config.init_std) for f in fs)
         # Level 5's prior is N(0, I), so only levels 1..4 have a generative d->z map.
         self.prior_z = (
             None
             if config.shared
-            else nn.ModuleList(GaussianMap(f, ba, config.eps) for f in fs[:-1])
+            else nn.ModuleList(GaussianMap(f, ba, config.eps, config.init_std) for f in fs[:-1])
         )
         self.z_to_d = nn.ModuleList(_latent_to_features(f, ba) for f in fs)
         # up[i] maps level i+1 down to level i; up[0] maps d1 to d~0 at the input resolution.
