@@ -18,7 +18,6 @@ likelihood on x on top of it and is trained on images alone (it does not segment
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import ClassVar
 
