@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -34,7 +35,7 @@ from stitchnet.train import TrainResult, train
 # Unlabelled slices drawn per step beside the labelled batch, for models that use them.
 # paper: the authors' batch of 3 = 1 labelled + 2 unlabelled (their second unlabelled slice was a
 # healthy control; the bundled pool has only COVID slices).
-UNLABELLED_PER_STEP = {"paper": 2, "cpu-small": 8, "debug": 2}
+UNLABELLED_PER_STEP = {"paper": 2, "cpu-small": 4, "debug": 2}
 PAPER_STITCHNET_TRAIN = {"batch_size": 1, "lr": 3e-4, "grad_clip": 1.0, "epochs": 80}
 SPLIT_SEED = 0  # the split is fixed across training seeds so seeds measure training noise only
 
@@ -145,6 +146,10 @@ def fit(
         # The pool is split by patient too; only its training part is trained on.
         _, pool_parts = split_parts(pool, out / "unlabelled_splits.json")
         unlabelled_set = pool_parts["train"]
+    if cfg.train.max_labelled is not None and cfg.train.steps_per_epoch is None:
+        # Fewer labelled slices, same budget: as many steps per epoch as the full training part.
+        steps = math.ceil(len(parts["train"]) / cfg.train.batch_size)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=steps))
     out.mkdir(parents=True, exist_ok=True)
     result = train(
         cfg,
