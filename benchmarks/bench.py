@@ -4,7 +4,7 @@ Not a test: a benchmark that prints numbers. Each measurement runs in a fresh su
 its peak resident memory (ru_maxrss) belongs to that model alone.
 
     python benchmarks/bench.py                      # CPU preset size and 352 px
-    python benchmarks/bench.py --sizes 128 --steps 5
+    python benchmarks/bench.py --sizes 96 --steps 5
 """
 
 from __future__ import annotations
@@ -74,9 +74,15 @@ def measure(model_name: str, preset: str, size: int, batch: int, steps: int) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 352])
+    p.add_argument("--sizes", type=int, nargs="+", default=[96, 352])
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="slices per step (default: 12 at the CPU size = cpu-small's 8 labelled + 4 "
+        "unlabelled, 4 at 352 px)",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -92,7 +98,7 @@ def main() -> None:
                 "model_name": name,
                 "preset": preset,
                 "size": size,
-                "batch": args.batch,
+                "batch": args.batch or (12 if size < 352 else 4),
                 "steps": args.steps,
             }
             out = subprocess.run(

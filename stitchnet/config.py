@@ -124,7 +124,7 @@ DATA_PRESETS: dict[str, DataConfig] = {
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(epochs=80, batch_size=8, lr=3e-4, grad_clip=1.0),
-    "cpu-small": TrainConfig(epochs=24, batch_size=8, lr=1e-3, grad_clip=1.0),
+    "cpu-small": TrainConfig(epochs=16, batch_size=8, lr=1e-3, grad_clip=1.0),
     "debug": TrainConfig(epochs=2, batch_size=4, lr=1e-3, grad_clip=1.0, augment=False),
 }
 

@@ -6,6 +6,7 @@ Colours follow the paper's Fig. 2: GGO green, consolidation blue; healthy lung i
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def comparison_figure(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(title, fontsize=9)
+                ax.set_title(textwrap.fill(title, 20), fontsize=8)
         if ids is not None:
             axes[r, 0].set_ylabel(ids[r], fontsize=8)
     fig.suptitle("Green: GGO, blue: consolidation", fontsize=9)

@@ -160,7 +160,9 @@ def fit(
         progress=progress,
     )
     test = evaluate(result.model, parts["test"])
-    write_evaluation(test, out / "test")
+    # Under torchrun every rank holds the same best model; only rank 0 writes.
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        write_evaluation(test, out / "test")
     return FitResult(train=result, test=test, splits=splits, out_dir=out)
 
 

@@ -69,7 +69,7 @@ class TrainResult:
     skipped_steps: int  # steps without an update: non-finite loss or gradient norm too large
     wall_time: float  # seconds of training over every invocation that built this run
     best_epoch: int
-    best_metric: float  # validation lesion Dice of best.pt (NaN without a validation set)
+    best_metric: float  # validation overall F1 of best.pt (NaN without a validation set)
     start_epoch: int = 0  # epochs already done when this call began (resumed runs)
 
 
@@ -588,7 +588,9 @@ def _train(
 
         validate = val_set is not None and (epoch % tc.eval_every == 0 or epoch == tc.epochs)
         metrics = _validate(model, val_set, d) if validate else {}
-        score = metrics.get("val_lesion_dice", math.nan)
+        # Select on Table 1's overall F1 (GGO, consolidation and non-lesion F1 averaged): lesion
+        # Dice alone rewards an early model that paints every pixel as consolidation.
+        score = metrics.get("val_overall_f1", math.nan)
         # Without validation the latest epoch is the best we know; NaN never beats a number.
         better = not math.isnan(score) and (state.best_metric is None or score > state.best_metric)
         improved = best_state is None or val_set is None or (validate and better)

@@ -214,7 +214,7 @@ PRESETS: dict[str, StitchNetConfig] = {
     "paper": _BASE,
     # 128-px inputs on two CPU cores: half-width MobileNetV2 and d filters 16..256.
     # Two CPU cores, ~100 steps: half widths, 96 px; the label term weighted 10 and the KL ramped
-    # in over the first 100 steps, because with the paper's weights (1, no warm-up) StitchNet
+    # in over the first 60 steps, because with the paper's weights (1, no warm-up) StitchNet
     # learnt no lesion pixel in 120 steps at 128 px (docs/methods.md).
     "cpu-small": dataclasses.replace(
         _BASE,
@@ -222,7 +222,7 @@ PRESETS: dict[str, StitchNetConfig] = {
         encoder_width=0.5,
         image_size=96,
         label_weight=10.0,
-        kl_warmup_steps=100,
+        kl_warmup_steps=60,
     ),
     "debug": dataclasses.replace(_BASE, width=0.25, encoder_width=0.25, image_size=64),
 }
