@@ -201,6 +201,7 @@ def environment() -> dict:
     import torch
 
     return {
+        "report written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "stitchnet": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,

@@ -107,8 +107,8 @@ def test_loss_goes_down_and_files_are_written(tmp_path):
     assert len(rows) == 10 * 2  # log_every=1, two steps per epoch: one window line + epoch line
     best = load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == res.best_epoch
-    assert best["metrics"]["val_lesion_dice"] == pytest.approx(res.best_metric)
-    assert res.best_metric == max(r["val_lesion_dice"] for r in res.history)
+    assert best["metrics"]["val_overall_f1"] == pytest.approx(res.best_metric)
+    assert res.best_metric == max(r["val_overall_f1"] for r in res.history)
     for k, v in res.model.state_dict().items():
         assert torch.equal(v, best["model_state"][k]), k
     assert best["split"]["train"] == make_set(8, 0).ids
