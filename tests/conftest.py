@@ -16,8 +16,12 @@ UNLABELLED = REPO / "data" / "covid19_ct_seg_20cases_unlabelled"
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
-    # Tiny models on 2 shared cores run several times faster on one thread.
+    # Tiny convolutions gain nothing from threads, and on a shared 2-core machine OpenMP's
+    # spinning threads make them several times slower.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def copy_slices(src: Path, dst: Path, n: int, per_patient: int | None = None) -> Path:

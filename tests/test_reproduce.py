@@ -17,9 +17,14 @@ def test_reproduce_debug_writes_a_complete_report(tmp_path, real_labelled, real_
     report = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     # Table 1 for every model, the paper's table beside it, the seeds table, the split warning.
-    for label in ("StitchNet (labelled + unlabelled)", "StitchNet (labelled only)",
-                  "Ladder VAE, unshared", "U-Net (MobileNetV2, from scratch)",
-                  "U-Net (MobileNetV2, ImageNet encoder)", "SegNet (VGG16)"):
+    for label in (
+        "StitchNet (labelled + unlabelled)",
+        "StitchNet (labelled only)",
+        "Ladder VAE, unshared",
+        "U-Net (MobileNetV2, from scratch)",
+        "U-Net (MobileNetV2, ImageNet encoder)",
+        "SegNet (VGG16)",
+    ):
         assert f"| GGO | {label}" in report, label
     assert "(paper)" in report and "Lesion Dice over seeds" in report
     assert "by SLICE, not by patient" in report
@@ -28,8 +33,13 @@ def test_reproduce_debug_writes_a_complete_report(tmp_path, real_labelled, real_
     for mean, std in re.findall(r"(\d+\.\d+) ± (\d+\.\d+)", report.split("## The paper")[0]):
         assert 0.0 <= float(mean) <= 1.0 and 0.0 <= float(std) <= 1.0
     # Figures exist, are referenced, and are inlined in the HTML copy.
-    figs = ["fig2_comparison", "fig6_styles_stitchnet_ssl", "samples_stitchnet_ssl",
-            "label_efficiency", "training_curves"]
+    figs = [
+        "fig2_comparison",
+        "fig6_styles_stitchnet_ssl",
+        "samples_stitchnet_ssl",
+        "label_efficiency",
+        "training_curves",
+    ]
     for name in figs:
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
         assert f"figures/{name}.png" in report

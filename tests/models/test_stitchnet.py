@@ -16,16 +16,6 @@ LOSS_KEYS = {"loss", "nll_labelled", "nll_unlabelled", "label_term", "kl"} | {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions gain nothing from threads, and on a shared 2-core machine OpenMP's
-    # spinning threads make them ten times slower; restore the setting for other test files.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(labelled: list[bool], size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     n = len(labelled)

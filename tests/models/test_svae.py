@@ -15,16 +15,6 @@ from stitchnet.models.svae import PRESETS, SVAE, GaussianMap, LadderTrunk, SVAEC
 DEBUG = PRESETS["debug"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions gain nothing from threads, and on a shared 2-core machine OpenMP's
-    # spinning threads make them ten times slower; restore the setting for other test files.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _convs(module: nn.Module) -> list[nn.Conv2d]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
 
