@@ -3,13 +3,17 @@
 Everything the CLI does is one import away:
 
     from stitchnet import fit, evaluate_folder, predict_folder, build_model, read_source
+
+(The training loop, the evaluator and `reproduce` live in the submodules `stitchnet.train`,
+`stitchnet.evaluate` and `stitchnet.reproduce`; they are not re-exported under those same names,
+which would hide the submodules.)
 """
 
 __version__ = "0.1.0"
 
 from stitchnet.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from stitchnet.data import prepare, read_source  # noqa: E402
-from stitchnet.evaluate import evaluate, format_table1  # noqa: E402
+from stitchnet.evaluate import format_table1  # noqa: E402
 from stitchnet.models import MODEL_NAMES, build_model, model_config  # noqa: E402
 from stitchnet.pipeline import (  # noqa: E402
     evaluate_folder,
@@ -18,8 +22,6 @@ from stitchnet.pipeline import (  # noqa: E402
     prepare_folder,
     run_config,
 )
-from stitchnet.reproduce import reproduce  # noqa: E402
-from stitchnet.train import train  # noqa: E402
 
 __all__ = [
     "MODEL_NAMES",
@@ -27,7 +29,6 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "build_model",
-    "evaluate",
     "evaluate_folder",
     "fit",
     "format_table1",
@@ -36,7 +37,5 @@ __all__ = [
     "prepare",
     "prepare_folder",
     "read_source",
-    "reproduce",
     "run_config",
-    "train",
 ]
