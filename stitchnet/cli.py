@@ -141,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs,
                 max_labelled=args.max_labelled,
             )
+            import torch.distributed as dist
+
             from stitchnet.evaluate import format_table1
 
-            print(format_table1({args.model: res.test}))
-            print(f"wrote {Path(args.out) / 'test' / 'metrics.json'}")
+            if not dist.is_initialized() or dist.get_rank() == 0:  # one report under torchrun
+                print(format_table1({args.model: res.test}))
+                print(f"wrote {Path(args.out) / 'test' / 'metrics.json'}")
         elif args.command == "evaluate":
             from stitchnet.evaluate import format_table1
 

@@ -212,7 +212,8 @@ def _save_cache(stem: Path, prepared: PreparedSet) -> None:
         "meta": prepared.meta,
     }
     pt, js = stem.with_suffix(".pt"), stem.with_suffix(".json")
-    pt_tmp, js_tmp = Path(f"{pt}.tmp"), Path(f"{js}.tmp")
+    # Per-process temp names: under torchrun every rank may prepare and cache the same set.
+    pt_tmp, js_tmp = Path(f"{pt}.{os.getpid()}.tmp"), Path(f"{js}.{os.getpid()}.tmp")
     torch.save(tensors, pt_tmp)
     js_tmp.write_text(json.dumps(meta))
     pt_tmp.replace(pt)

@@ -8,6 +8,7 @@ says so loudly in the split itself: slices of one patient may then sit in train 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -132,7 +133,11 @@ def check_no_patient_leak(
 def save_splits(path: str | Path, splits: Mapping[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(splits), indent=2))
+    # Written under a per-process name, then renamed: under torchrun every rank makes the same
+    # split, and none may read another's half-written file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dict(splits), indent=2))
+    tmp.replace(path)
 
 
 def load_splits(path: str | Path) -> dict[str, Any]:
