@@ -81,12 +81,23 @@ def prepare_folder(
     require_masks: bool = False,
 ) -> PreparedSet:
     """Read any supported source (folder, NIfTI, DICOM series, CC-CCII) and pre-process it."""
+    return _read_and_prepare(path, data_cfg, cache_dir, progress, require_masks)[1]
+
+
+def _read_and_prepare(
+    path: str | Path,
+    data_cfg: Any,
+    cache_dir: str | Path | None,
+    progress: bool,
+    require_masks: bool = False,
+) -> tuple[list, PreparedSet]:
+    """The raw records (predict needs their original pixels) and their pre-processed set."""
     records = read_source(path)
     if require_masks and any(r.mask is None for r in records):
         missing = next(r.path for r in records if r.mask is None)
         raise ValueError(f"{path}: expected a mask for every image (masks/), none for {missing}")
     cache = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    return prepare(
+    data = prepare(
         records,
         data_cfg,
         lung_model=load_lung_segmenter(),
@@ -94,6 +105,7 @@ def prepare_folder(
         name=Path(path).name,
         progress=progress,
     )
+    return records, data
 
 
 def split_parts(
@@ -197,15 +209,7 @@ def predict_folder(
     """
     model, ckpt = model_from_checkpoint(run_or_checkpoint)
     cfg = RunConfig.from_dict(ckpt["run_config"])
-    records = read_source(folder)
-    data = prepare(
-        records,
-        cfg.data,
-        lung_model=load_lung_segmenter(),
-        cache_dir=default_cache_dir() if cache_dir is None else Path(cache_dir),
-        name=Path(folder).name,
-        progress=progress,
-    )
+    records, data = _read_and_prepare(folder, cfg.data, cache_dir, progress)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".predict-", dir=out.parent))
