@@ -52,7 +52,7 @@ from stitchnet.models.base import SegmentationModel
 
 # Training fields that may change between a run and its resumption: they change neither the
 # weights of the epochs already done nor the random numbers drawn for the next ones.
-RESUMABLE_CHANGES = {"epochs", "eval_every", "log_every"}
+RESUMABLE_CHANGES = {"epochs", "eval_every", "log_every", "checkpoint_every"}
 TIMING_STEPS = 5  # the per-step time is measured over steps 2..5 (step 1 includes warm-up)
 VAL_GROUPS = ("ggo", "consolidation", "background", "overall")
 VAL_COLUMNS = ("val_lesion_dice", *(f"val_{g}_{m}" for g in VAL_GROUPS for m in ("f1", "iou")))
@@ -605,17 +605,20 @@ def _train(
                 if k not in ("epoch", "step") and isinstance(v, float) and not math.isnan(v):
                     board.add_scalar(k, v, state.step)
         if validate:
-            say(f"epoch {epoch}: val lesion Dice {score:.4f}" + (" (best)" if improved else ""))
+            say(f"epoch {epoch}: val overall F1 {score:.4f}" + (" (best)" if improved else ""))
         if improved:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             state.best_metric = None if math.isnan(score) else score
             state.best_epoch = epoch
         rng = _rng_state(sampler, d)  # a collective under DDP: every rank takes part
         if d.main:
-            # best.pt first: a crash between the two writes then only repeats this epoch.
+            # best.pt may run ahead of last.pt (written every `checkpoint_every` epochs): a
+            # resume repeats the epochs since last.pt, and the loop is deterministic on CPU, so
+            # it reaches the same best weights again.
             common = dict(epoch=epoch, step=state.step, metrics=metrics, split=split)
             if improved:
                 save_checkpoint(out / BEST_NAME, model, cfg, **common)
+        if d.main and (epoch % tc.checkpoint_every == 0 or epoch == tc.epochs):
             save_checkpoint(
                 out / LAST_NAME,
                 model,

@@ -76,6 +76,7 @@ class SVAEConfig:
     init_std: float = (
         0.1  # initial std of every latent Gaussian (scale branch bias); see GaussianMap
     )
+    latent_channels: int = 1  # channels of each z_i (the paper: 1)
 
     def __post_init__(self) -> None:
         if len(self.channels) != NUM_LEVELS:
@@ -93,6 +94,8 @@ class SVAEConfig:
                 f"image_size must be a positive multiple of 32 (five stride-2 levels), "
                 f"got {self.image_size}"
             )
+        if self.latent_channels < 1:
+            raise ValueError(f"latent_channels must be >= 1, got {self.latent_channels}")
         if self.kl_warmup_steps < 0:
             raise ValueError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
 
@@ -109,7 +112,9 @@ class GaussianMap(nn.Module):
     channel each: the mean, and the scale through softplus + eps.
     """
 
-    def __init__(self, f: int, bottleneck_above: int, eps: float, init_std: float = 1.0) -> None:
+    def __init__(
+        self, f: int, bottleneck_above: int, eps: float, init_std: float = 1.0, k: int = 1
+    ) -> None:
         super().__init__()
         self.eps = eps
         self.body = nn.Sequential(
@@ -118,8 +123,8 @@ class GaussianMap(nn.Module):
             ConvBlock(f // 2, f // 4, bottleneck_above=bottleneck_above),
             light_smooth(f // 4, bottleneck_above=bottleneck_above),
         )
-        self.mean = nn.Conv2d(f // 4, 1, 3, padding=1)
-        self.scale = nn.Conv2d(f // 4, 1, 3, padding=1)
+        self.mean = nn.Conv2d(f // 4, k, 3, padding=1)
+        self.scale = nn.Conv2d(f // 4, k, 3, padding=1)
         # Start with narrow Gaussians (std ~ init_std) so that the latents carry the image from
         # the first step instead of drowning it in unit noise; the KL can widen them later.
         nn.init.constant_(self.scale.bias, math.log(math.expm1(init_std)))
@@ -129,10 +134,10 @@ class GaussianMap(nn.Module):
         return self.mean(h), positive(self.scale(h), self.eps) ** 2  # (B, 1, h, w) each
 
 
-def _latent_to_features(f: int, bottleneck_above: int) -> nn.Sequential:
+def _latent_to_features(f: int, bottleneck_above: int, k: int = 1) -> nn.Sequential:
     """z_i -> d_i (Fig. 5c): conv3x3 to f/2, LightSmooth, conv3x3 to f, LightSmooth, Smooth."""
     return nn.Sequential(
-        ConvBlock(1, f // 2, bottleneck_above=bottleneck_above),
+        ConvBlock(k, f // 2, bottleneck_above=bottleneck_above),
         light_smooth(f // 2, bottleneck_above=bottleneck_above),
         ConvBlock(f // 2, f, bottleneck_above=bottleneck_above),
         light_smooth(f, bottleneck_above=bottleneck_above),
@@ -163,6 +168,7 @@ class LadderTrunk(nn.Module):
         self.config = config
         fs = config.d_channels
         ba = config.bottleneck_above
+        k = config.latent_channels
         self.encoder = MobileNetV2Encoder(in_channels=1, width_mult=config.encoder_width)
         if config.encoder_weights is not None:
             load_encoder_weights(self.encoder, config.encoder_weights)
@@ -170,14 +176,14 @@ class LadderTrunk(nn.Module):
             pointwise(c, f) for c, f in zip(self.encoder.out_channels, fs, strict=True)
         )
         # Bottom-up d_i -> z_i, levels 1..5. With sharing these also give the priors of 1..4.
-        self.infer_z = nn.ModuleList(GaussianMap(f, ba, config.eps, config.init_std) for f in fs)
+        self.infer_z = nn.ModuleList(GaussianMap(f, ba, config.eps, config.init_std, k) for f in fs)
         # Level 5's prior is N(0, I), so only levels 1..4 have a generative d->z map.
         self.prior_z = (
             None
             if config.shared
-            else nn.ModuleList(GaussianMap(f, ba, config.eps, config.init_std) for f in fs[:-1])
+            else nn.ModuleList(GaussianMap(f, ba, config.eps, config.init_std, k) for f in fs[:-1])
         )
-        self.z_to_d = nn.ModuleList(_latent_to_features(f, ba) for f in fs)
+        self.z_to_d = nn.ModuleList(_latent_to_features(f, ba, k) for f in fs)
         # up[i] maps level i+1 down to level i; up[0] maps d1 to d~0 at the input resolution.
         # d~0 has half of d1's filters: the full-resolution layers cost most of a training step,
         # and its heads need only a few channels (4 logits, 8 Beta parameters).
@@ -239,22 +245,35 @@ class LadderTrunk(nn.Module):
         return LadderPass(features, zs, d_dec, d_enc, kl_maps)
 
     def generate(
-        self, n: int, image_size: int, generator: torch.Generator | None = None
+        self,
+        n: int,
+        image_size: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
     ) -> LadderPass:
-        """Ancestral sampling: z5 ~ N(0, I), then each z_i ~ p(z_i | z_(i+1)) down to d~0."""
+        """Ancestral sampling: z5 ~ N(0, I), then each z_i ~ p(z_i | z_(i+1)) down to d~0.
+
+        `temperature` scales the standard deviation of every draw (1: the model's prior; 0: z5
+        and every later z_i at their means). Below 1 it trades diversity for cleaner images, as
+        is usual when showing samples of hierarchical VAEs.
+        """
         if n < 1 or image_size <= 0 or image_size % 32:
             raise ValueError(
                 f"generate needs n >= 1 and image_size a positive multiple of 32, "
                 f"got n={n}, image_size={image_size}"
             )
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
         top = image_size // 2**NUM_LEVELS
         ref = self.up[0][0].weight  # samples follow the model's device and dtype
-        mu = torch.zeros(n, 1, top, top, device=ref.device, dtype=ref.dtype)
-        z = gaussian_sample(mu, torch.ones_like(mu), generator)
+        shape = (n, self.config.latent_channels, top, top)
+        mu = torch.zeros(shape, device=ref.device, dtype=ref.dtype)
+        scale = temperature**2
+        z = gaussian_sample(mu, torch.full_like(mu, scale), generator)
         zs, d_dec = [z], [self.z_to_d[-1](z)]
         for level in range(NUM_LEVELS - 1, 0, -1):
             mu_p, var_p = self.prior_map(level)(self.up[level](d_dec[0]))
-            z = gaussian_sample(mu_p, var_p, generator)
+            z = gaussian_sample(mu_p, scale * var_p, generator)
             zs.insert(0, z)
             d_dec.insert(0, self.z_to_d[level - 1](z))
         return LadderPass(self.up[0](d_dec[0]), zs, d_dec)
@@ -350,17 +369,22 @@ class SVAE(SegmentationModel):
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, image_size: int | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        image_size: int | None = None,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """n images (n, 1, S, S) from the prior: the Beta means at each pixel, in (0, 1)."""
         size = self.config.image_size if image_size is None else image_size
-        alpha, beta = self._beta_params(self.trunk.generate(n, size, generator).features)
+        passed = self.trunk.generate(n, size, generator, temperature)
+        alpha, beta = self._beta_params(passed.features)
         return beta_mean(alpha, beta)
 
 
 PRESETS: dict[str, SVAEConfig] = {
     "paper": SVAEConfig(),
-    # 128-px inputs on two CPU cores: half-width MobileNetV2 and d filters 16..256.
-    "cpu-small": SVAEConfig(width=0.5, encoder_width=0.5, image_size=128),
+    # Two CPU cores: 64-px inputs at the paper's widths (as StitchNet's cpu-small).
+    "cpu-small": SVAEConfig(image_size=64),
     "debug": SVAEConfig(width=0.25, encoder_width=0.25, image_size=64),
 }

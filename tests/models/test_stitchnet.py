@@ -114,6 +114,8 @@ def test_sample_shapes_and_ranges():
     assert out["styles"].shape == (3, 4, 64, 64)
     assert ((out["image"] >= 0) & (out["image"] <= 1)).all()
     assert set(out["mask"].unique().tolist()) <= {0, 1, 2, 3}
+    cold = [model.sample(2, torch.Generator().manual_seed(g), temperature=0.0) for g in (0, 1)]
+    torch.testing.assert_close(cold[0]["image"], cold[1]["image"])
 
 
 def test_config_errors_name_the_value():

@@ -86,6 +86,30 @@ def test_trunk_level_shapes(size):
     assert out.features.shape == (2, DEBUG.d_channels[0] // 2, size, size)
 
 
+def test_latent_channels_widen_every_z_and_its_prior():
+    cfg = dataclasses.replace(DEBUG, latent_channels=3)
+    trunk = LadderTrunk(cfg)
+    out = trunk(torch.rand(2, 1, 64, 64))
+    assert [z.shape[1] for z in out.z] == [3] * 5
+    assert [k.shape[1] for k in out.kl_maps] == [3] * 5
+    assert trunk.generate(2, 64).z[-1].shape == (2, 3, 2, 2)
+    with pytest.raises(ValueError, match="latent_channels must be >= 1, got 0"):
+        dataclasses.replace(DEBUG, latent_channels=0)
+
+
+def test_generate_temperature_zero_is_the_prior_mean_path():
+    trunk = LadderTrunk(DEBUG).eval()
+    with torch.no_grad():
+        a = trunk.generate(2, 64, torch.Generator().manual_seed(0), temperature=0.0)
+        b = trunk.generate(2, 64, torch.Generator().manual_seed(1), temperature=0.0)
+        c = trunk.generate(2, 64, torch.Generator().manual_seed(1), temperature=1.0)
+    torch.testing.assert_close(a.features, b.features)  # no noise: seeds do not matter
+    assert (a.z[-1] == 0).all()  # z5 at the mean of N(0, I)
+    assert not torch.allclose(b.features, c.features)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        trunk.generate(1, 64, temperature=-1.0)
+
+
 def test_posterior_means_are_deterministic_and_skip_kl():
     trunk = LadderTrunk(DEBUG).eval()
     x = torch.rand(1, 1, 64, 64)
