@@ -149,6 +149,40 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "1", "2", "2", "3", "3"]
 
 
+def test_checkpoint_every_spaces_last_pt_and_a_resume_repeats_the_gap(tmp_path, monkeypatch):
+    cfg = config(epochs=5, checkpoint_every=2)
+    data = make_set(8, 0), make_set(4, 1)
+    real_save = T.save_checkpoint
+    written = []
+
+    def record(path, *args, **kwargs):
+        written.append((path.name, kwargs["epoch"]))
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(T, "save_checkpoint", record)
+    whole = T.train(cfg, *data, tmp_path / "whole", progress=False)
+    assert [e for name, e in written if name == "last.pt"] == [2, 4, 5]
+
+    def die_after_epoch_2(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if kwargs["epoch"] >= 3:
+            raise Killed  # epoch 3 or 4 ran past the last checkpoint (epoch 2), then died
+
+    monkeypatch.setattr(T, "save_checkpoint", die_after_epoch_2)
+    with pytest.raises(Killed):
+        T.train(cfg, *data, tmp_path / "split", progress=False)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    resumed = T.train(cfg, *data, tmp_path / "split", progress=False)
+    assert resumed.start_epoch == 2
+    for name in ("last.pt", "best.pt"):
+        a = load_checkpoint(tmp_path / "whole" / name)
+        b = load_checkpoint(tmp_path / "split" / name)
+        assert a["epoch"] == b["epoch"]
+        for k, v in a["model_state"].items():
+            assert torch.equal(v, b["model_state"][k]), (name, k)
+    assert resumed.best_epoch == whole.best_epoch
+
+
 def test_finished_run_is_not_retrained(tmp_path):
     cfg = config(epochs=1)
     first = T.train(cfg, make_set(8, 0), make_set(4, 1), tmp_path, progress=False)
