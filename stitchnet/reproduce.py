@@ -62,9 +62,9 @@ PROTOCOLS = {
         efficiency_seeds=1,
         note="cpu-small runs 2 seeds for the main comparison (not 3) and the label-efficiency "
         "curve at 10 labelled slices (plus the full training part from the main runs) with 1 "
-        "seed, to stay under 30 minutes on 2 CPU cores: StitchNet needs ~100-125 steps to leave its "
-        "'no lesion' plateau, so every model trains 144 steps (36 epochs), and 3 seeds at that "
-        "budget would not fit.",
+        "seed, to stay under 30 minutes on 2 CPU cores: StitchNet needs ~100-125 steps to "
+        "leave its 'no lesion' plateau, so every model trains 144 steps (36 epochs), and 3 "
+        "seeds at that budget would not fit.",
     ),
     "debug": Protocol(seeds=1, label_counts=(5,), efficiency_seeds=1, note="debug: 1 seed."),
 }
