@@ -3,8 +3,8 @@
 Not a test: a benchmark that prints numbers. Each measurement runs in a fresh subprocess so that
 its peak resident memory (ru_maxrss) belongs to that model alone.
 
-    python benchmarks/bench.py                      # CPU preset size and 352 px
-    python benchmarks/bench.py --sizes 96 --steps 5
+    python benchmarks/bench.py                      # CPU preset size (64 px) and 352 px
+    python benchmarks/bench.py --sizes 64 --steps 5
 """
 
 from __future__ import annotations
@@ -74,7 +74,10 @@ def measure(model_name: str, preset: str, size: int, batch: int, steps: int) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sizes", type=int, nargs="+", default=[96, 352])
+    from stitchnet.config import DATA_PRESETS
+
+    cpu_size = DATA_PRESETS["cpu-small"].image_size
+    p.add_argument("--sizes", type=int, nargs="+", default=[cpu_size, 352])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument(
         "--batch",

@@ -1,6 +1,6 @@
 """Where StitchNet's inference time goes: per-module wall time at the CPU preset's size.
 
-python benchmarks/profile_inference.py [--size 96] [--model stitchnet]
+python benchmarks/profile_inference.py [--size 64] [--model stitchnet]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from stitchnet.models import build_model, model_config
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--size", type=int, default=64)
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--model", default="stitchnet")
     p.add_argument("--repeats", type=int, default=20)
