@@ -118,31 +118,41 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    cfg = config(epochs=3)
-    data = make_set(8, 0), make_set(4, 1)
-    whole = T.train(cfg, *data, tmp_path / "whole", progress=False)
-
+def kill_then_resume(cfg, data, out, monkeypatch, dies_after) -> T.TrainResult:
+    """Train into `out` until a checkpoint write for which dies_after(name, epoch) holds (the
+    file is written, then the process "dies"), resume, and return the resumed result."""
     real_save = T.save_checkpoint
 
     def save_then_die(path, *args, **kwargs):
         real_save(path, *args, **kwargs)
-        if path.name == "last.pt" and kwargs["epoch"] == 1:
-            raise Killed  # the process dies right after epoch 1's checkpoint
+        if dies_after(path.name, kwargs["epoch"]):
+            raise Killed
 
     monkeypatch.setattr(T, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
-        T.train(cfg, *data, tmp_path / "split", progress=False)
+        T.train(cfg, *data, out, progress=False)
     monkeypatch.setattr(T, "save_checkpoint", real_save)
-    resumed = T.train(cfg, *data, tmp_path / "split", progress=False)
+    return T.train(cfg, *data, out, progress=False)
 
-    assert resumed.start_epoch == 1
+
+def assert_same_checkpoints(a_dir, b_dir) -> None:
     for name in ("last.pt", "best.pt"):
-        a = load_checkpoint(tmp_path / "whole" / name)
-        b = load_checkpoint(tmp_path / "split" / name)
+        a, b = load_checkpoint(a_dir / name), load_checkpoint(b_dir / name)
         assert a["epoch"] == b["epoch"]
         for k, v in a["model_state"].items():
             assert torch.equal(v, b["model_state"][k]), (name, k)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = config(epochs=3)
+    data = make_set(8, 0), make_set(4, 1)
+    whole = T.train(cfg, *data, tmp_path / "whole", progress=False)
+    # The process dies right after epoch 1's checkpoint.
+    resumed = kill_then_resume(
+        cfg, data, tmp_path / "split", monkeypatch, lambda name, e: name == "last.pt" and e == 1
+    )
+    assert resumed.start_epoch == 1
+    assert_same_checkpoints(tmp_path / "whole", tmp_path / "split")
     drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in whole.history]
     assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]
     with (tmp_path / "split" / "log.csv").open(newline="") as f:
@@ -163,23 +173,11 @@ def test_checkpoint_every_spaces_last_pt_and_a_resume_repeats_the_gap(tmp_path, 
     whole = T.train(cfg, *data, tmp_path / "whole", progress=False)
     assert [e for name, e in written if name == "last.pt"] == [2, 4, 5]
 
-    def die_after_epoch_2(path, *args, **kwargs):
-        real_save(path, *args, **kwargs)
-        if kwargs["epoch"] >= 3:
-            raise Killed  # epoch 3 or 4 ran past the last checkpoint (epoch 2), then died
-
-    monkeypatch.setattr(T, "save_checkpoint", die_after_epoch_2)
-    with pytest.raises(Killed):
-        T.train(cfg, *data, tmp_path / "split", progress=False)
     monkeypatch.setattr(T, "save_checkpoint", real_save)
-    resumed = T.train(cfg, *data, tmp_path / "split", progress=False)
+    # Epoch 3 or 4 runs past the last checkpoint (epoch 2), writes best.pt or last.pt, and dies.
+    resumed = kill_then_resume(cfg, data, tmp_path / "split", monkeypatch, lambda n, e: e >= 3)
     assert resumed.start_epoch == 2
-    for name in ("last.pt", "best.pt"):
-        a = load_checkpoint(tmp_path / "whole" / name)
-        b = load_checkpoint(tmp_path / "split" / name)
-        assert a["epoch"] == b["epoch"]
-        for k, v in a["model_state"].items():
-            assert torch.equal(v, b["model_state"][k]), (name, k)
+    assert_same_checkpoints(tmp_path / "whole", tmp_path / "split")
     assert resumed.best_epoch == whole.best_epoch
 
 
