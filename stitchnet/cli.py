@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "reproduce",
-        help="the paper's comparison on the bundled data: every model, 3 seeds, one report",
+        help="the paper's comparison on the bundled data: every model, the preset's seeds "
+        "(paper 3, cpu-small 2), one report",
     )
     p.add_argument("--preset", choices=PRESETS, default="cpu-small")
     p.add_argument("--out", default=None, help="default runs/<preset>")
