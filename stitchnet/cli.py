@@ -22,6 +22,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_model_io(p: argparse.ArgumentParser, folder_help: str) -> None:
+    """A trained model in, a folder of slices in, an output folder: evaluate's and predict's."""
+    p.add_argument("checkpoint", help="run folder (uses best.pt) or a .pt checkpoint")
+    p.add_argument("folder", help=folder_help)
+    p.add_argument("--out", required=True)
+    _add_common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stitchnet",
@@ -73,10 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="score a trained model on a labelled folder: metrics.json and per_image.csv",
     )
-    p.add_argument("checkpoint", help="run folder (uses best.pt) or a .pt checkpoint")
-    p.add_argument("folder", help="labelled folder: images/ and masks/")
-    p.add_argument("--out", required=True)
-    _add_common(p)
+    _add_model_io(p, folder_help="labelled folder: images/ and masks/")
 
     p = sub.add_parser(
         "predict",
@@ -84,10 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes OUT/masks/<id>.png (class ids 0-3 at the input's own size), "
         "OUT/overlays/<id>.png (green GGO, blue consolidation) and OUT/lesion_burden.json.",
     )
-    p.add_argument("checkpoint", help="run folder (uses best.pt) or a .pt checkpoint")
-    p.add_argument("folder", help="folder of slices, a NIfTI volume or a DICOM series folder")
-    p.add_argument("--out", required=True)
-    _add_common(p)
+    _add_model_io(p, folder_help="folder of slices, a NIfTI volume or a DICOM series folder")
 
     p = sub.add_parser(
         "reproduce",

@@ -611,13 +611,12 @@ def _train(
             state.best_metric = None if math.isnan(score) else score
             state.best_epoch = epoch
         rng = _rng_state(sampler, d)  # a collective under DDP: every rank takes part
-        if d.main:
-            # best.pt may run ahead of last.pt (written every `checkpoint_every` epochs): a
-            # resume repeats the epochs since last.pt, and the loop is deterministic on CPU, so
-            # it reaches the same best weights again.
-            common = dict(epoch=epoch, step=state.step, metrics=metrics, split=split)
-            if improved:
-                save_checkpoint(out / BEST_NAME, model, cfg, **common)
+        common = dict(epoch=epoch, step=state.step, metrics=metrics, split=split)
+        # best.pt may run ahead of last.pt (written every `checkpoint_every` epochs): a resume
+        # repeats the epochs since last.pt, and the loop is deterministic on CPU, so it reaches
+        # the same best weights again.
+        if d.main and improved:
+            save_checkpoint(out / BEST_NAME, model, cfg, **common)
         if d.main and (epoch % tc.checkpoint_every == 0 or epoch == tc.epochs):
             save_checkpoint(
                 out / LAST_NAME,

@@ -205,8 +205,8 @@ class StitchNet(SegmentationModel):
         """n draws from the prior: "image" (n, 1, S, S) stitched Beta means in (0, 1), "mask"
         (n, S, S) the most probable class per pixel, and "styles" (n, 4, S, S). `temperature`
         scales every latent draw's std (see LadderTrunk.generate)."""
-        size = self.config.image_size if image_size is None else image_size
-        decoded = self._decode(self.trunk.generate(n, size, generator, temperature).features)
+        passed = self.trunk.generate(n, image_size, generator, temperature)
+        decoded = self._decode(passed.features)
         return {
             "image": decoded["reconstruction"],
             "mask": decoded["logits"].argmax(dim=1),

@@ -108,8 +108,9 @@ class SVAEConfig:
 class GaussianMap(nn.Module):
     """d~_i -> (mu, var) of the one-channel Gaussian over z_i (Fig. 5b).
 
-    conv3x3 to f/2, LightSmooth, conv3x3 to f/4, LightSmooth, then two conv3x3 branches to one
-    channel each: the mean, and the scale through softplus + eps.
+    conv3x3 to f/2, LightSmooth, conv3x3 to f/4, LightSmooth, then two conv3x3 branches to k
+    channels each (k = latent_channels, 1 in the paper): the mean, and the scale through
+    softplus + eps.
     """
 
     def __init__(
@@ -131,7 +132,7 @@ class GaussianMap(nn.Module):
 
     def forward(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(d)  # (B, f/4, h, w)
-        return self.mean(h), positive(self.scale(h), self.eps) ** 2  # (B, 1, h, w) each
+        return self.mean(h), positive(self.scale(h), self.eps) ** 2  # (B, k, h, w) each
 
 
 def _latent_to_features(f: int, bottleneck_above: int, k: int = 1) -> nn.Sequential:
@@ -247,16 +248,19 @@ class LadderTrunk(nn.Module):
     def generate(
         self,
         n: int,
-        image_size: int,
+        image_size: int | None = None,
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
     ) -> LadderPass:
         """Ancestral sampling: z5 ~ N(0, I), then each z_i ~ p(z_i | z_(i+1)) down to d~0.
 
+        `image_size` defaults to the config's.
         `temperature` scales the standard deviation of every draw (1: the model's prior; 0: z5
         and every later z_i at their means). Below 1 it trades diversity for cleaner images, as
         is usual when showing samples of hierarchical VAEs.
         """
+        if image_size is None:
+            image_size = self.config.image_size
         if n < 1 or image_size <= 0 or image_size % 32:
             raise ValueError(
                 f"generate needs n >= 1 and image_size a positive multiple of 32, "
@@ -376,8 +380,7 @@ class SVAE(SegmentationModel):
         temperature: float = 1.0,
     ) -> torch.Tensor:
         """n images (n, 1, S, S) from the prior: the Beta means at each pixel, in (0, 1)."""
-        size = self.config.image_size if image_size is None else image_size
-        passed = self.trunk.generate(n, size, generator, temperature)
+        passed = self.trunk.generate(n, image_size, generator, temperature)
         alpha, beta = self._beta_params(passed.features)
         return beta_mean(alpha, beta)
 
