@@ -39,7 +39,14 @@ from torch import nn
 
 from stitchnet.config import NUM_CLASSES
 from stitchnet.models.base import SegmentationModel
-from stitchnet.models.svae import LadderTrunk, SVAEConfig, elbo_terms, kl_report, recon_divisor
+from stitchnet.models.svae import (
+    LadderTrunk,
+    SVAEConfig,
+    elbo_terms,
+    free_bits_excess,
+    kl_report,
+    recon_divisor,
+)
 from stitchnet.probability import (
     beta_log_prob,
     beta_mean,
@@ -185,6 +192,9 @@ class StitchNet(SegmentationModel):
         label_nll = label_nll / recon_divisor(cfg.reduction, num_pixels)
         weight = self.trunk.kl_weight()
         loss = (recon + weight * torch.stack(kls).sum(dim=0)).mean()
+        loss = loss + weight * free_bits_excess(
+            kls, out.kl_maps, num_pixels, cfg.reduction, cfg.free_bits
+        )
         zero = x.new_zeros(())
         return {
             "loss": loss,

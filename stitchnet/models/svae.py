@@ -77,6 +77,10 @@ class SVAEConfig:
         0.1  # initial std of every latent Gaussian (scale branch bias); see GaussianMap
     )
     latent_channels: int = 1  # channels of each z_i (the paper: 1)
+    # "Free bits" (Kingma et al. 2016): each level's batch-mean KL is penalised only above this
+    # many nats per latent unit, so that the coarse levels are not pushed into collapse. 0: none
+    # (the paper). Only the minimised loss changes; the reported KL is always the true one.
+    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.channels) != NUM_LEVELS:
@@ -98,6 +102,8 @@ class SVAEConfig:
             raise ValueError(f"latent_channels must be >= 1, got {self.latent_channels}")
         if self.kl_warmup_steps < 0:
             raise ValueError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+        if self.free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0 nats per latent unit, got {self.free_bits}")
 
     @property
     def d_channels(self) -> tuple[int, ...]:
@@ -325,6 +331,33 @@ def elbo_terms(
     return recon_nll / divisor, kls
 
 
+def free_bits_excess(
+    kls: list[torch.Tensor],
+    kl_maps: list[torch.Tensor],
+    num_pixels: int,
+    reduction: str,
+    free_bits: float,
+) -> torch.Tensor:
+    """What free bits add to the loss: the sum over levels of relu(floor - batch-mean KL).
+
+    With it, the KL part of the loss is the sum over levels of max(batch-mean KL, floor): a level
+    under its floor costs the floor, a constant, so nothing pushes it further towards collapse.
+
+    Args:
+        kls: per level, (B,) KL already normalised by `elbo_terms`.
+        kl_maps: the same levels' (B, k, h_i, w_i) KL maps (their sizes set the floors).
+        num_pixels, reduction: as given to `elbo_terms`, so that the floor of `free_bits` nats per
+            latent unit is normalised as the KL is.
+        free_bits: nats per latent unit; 0 returns exactly 0 (the plain ELBO).
+    """
+    total = kls[0].new_zeros(())
+    for kl, kl_map in zip(kls, kl_maps, strict=True):
+        units = kl_map[0].numel()
+        divisor = units if reduction == "term_mean" else recon_divisor(reduction, num_pixels)
+        total = total + torch.relu(free_bits * units / divisor - kl.mean())
+    return total
+
+
 def kl_report(kls: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Batch means of the total KL and of each level's, as "kl", "kl_1".."kl_5"."""
     out = {"kl": torch.stack(kls).sum(dim=0).mean()}
@@ -366,9 +399,14 @@ class SVAE(SegmentationModel):
         out = self.trunk(x, sample=True, with_kl=True)
         alpha, beta = self._beta_params(out.features)
         nll = -beta_log_prob(x, alpha, beta, self.config.x_eps).sum(dim=(1, 2, 3))  # (B,)
-        nll, kls = elbo_terms(nll, out.kl_maps, x.shape[-2] * x.shape[-1], self.config.reduction)
+        cfg = self.config
+        num_pixels = x.shape[-2] * x.shape[-1]
+        nll, kls = elbo_terms(nll, out.kl_maps, num_pixels, cfg.reduction)
         weight = self.trunk.kl_weight()
         loss = (nll + weight * torch.stack(kls).sum(dim=0)).mean()
+        loss = loss + weight * free_bits_excess(
+            kls, out.kl_maps, num_pixels, cfg.reduction, cfg.free_bits
+        )
         return {"loss": loss, "nll": nll.mean(), **kl_report(kls)}
 
     @torch.no_grad()

@@ -10,7 +10,14 @@ from torch import nn
 
 from stitchnet.models import build_model, model_config
 from stitchnet.models.blocks import ConvBlock, Smooth, UpBlock, light_smooth, res_block
-from stitchnet.models.svae import PRESETS, SVAE, GaussianMap, LadderTrunk, SVAEConfig
+from stitchnet.models.svae import (
+    PRESETS,
+    SVAE,
+    GaussianMap,
+    LadderTrunk,
+    SVAEConfig,
+    free_bits_excess,
+)
 
 DEBUG = PRESETS["debug"]
 
@@ -176,7 +183,45 @@ def test_kl_warmup_ramps_the_kl_weight():
     assert int(model.trunk.steps_seen) == 3
 
 
+def test_free_bits_floor_each_level_in_nats_per_unit():
+    # Two levels of 4 and 1 units, 2 rows, "sum" reduction: KL per row as given.
+    maps = [torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 1, 1)]
+    kls = [torch.tensor([1.0, 3.0]), torch.tensor([0.2, 0.4])]  # batch means 2.0 and 0.3
+    assert free_bits_excess(kls, maps, 16, "sum", 0.0).item() == 0.0  # exactly the plain ELBO
+    # 0.25 nats per unit: floors 1.0 and 0.25; both levels are above them.
+    torch.testing.assert_close(free_bits_excess(kls, maps, 16, "sum", 0.25), torch.tensor(0.0))
+    # 0.5 nats per unit: floors 2.0 and 0.5; the second level costs its floor, 0.2 more.
+    torch.testing.assert_close(free_bits_excess(kls, maps, 16, "sum", 0.5), torch.tensor(0.2))
+    # 1 nat per unit: floors 4 and 1, both levels under; KL + excess is a constant, no gradient.
+    kls = [k.clone().requires_grad_() for k in kls]
+    total = sum(k.mean() for k in kls) + free_bits_excess(kls, maps, 16, "sum", 1.0)
+    torch.testing.assert_close(total, torch.tensor(5.0))
+    total.backward()
+    assert all(k.grad.abs().sum() == 0 for k in kls)
+    # pixel_mean divides the floor as it divides the KL (by the 16 input pixels).
+    zeros = [torch.zeros(2)] * 2
+    torch.testing.assert_close(
+        free_bits_excess(zeros, maps, 16, "pixel_mean", 1.0), torch.tensor(5.0 / 16)
+    )
+
+
+def test_free_bits_leave_the_reported_kl_alone():
+    x = torch.rand(2, 1, 64, 64)
+    plain, freed = (SVAE(dataclasses.replace(DEBUG, free_bits=fb)) for fb in (0.0, 100.0))
+    freed.load_state_dict(plain.state_dict())
+    torch.manual_seed(0)
+    a = plain.loss({"image": x})
+    torch.manual_seed(0)
+    b = freed.loss({"image": x})
+    torch.testing.assert_close(a["kl"], b["kl"])
+    # 100 nats per unit is above every level's KL at initialisation: the KL term is the floor.
+    units = sum((64 // 2**i) ** 2 for i in range(1, 6))
+    torch.testing.assert_close(b["loss"], b["nll"] + 100.0 * units / (64 * 64))
+
+
 def test_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="-1"):
+        SVAEConfig(free_bits=-1.0)
     with pytest.raises(ValueError, match="'mean'"):
         SVAEConfig(reduction="mean")
     with pytest.raises(ValueError, match="100"):
