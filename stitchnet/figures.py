@@ -105,19 +105,35 @@ def styles_figure(
     return _save(fig, Path(path))
 
 
-def samples_figure(images: np.ndarray, segmentations: np.ndarray | None, path: str | Path) -> Path:
-    """Images generated from the prior (N, H, W), with their segmentations beneath when given."""
-    n = images.shape[0]
-    rows = 1 if segmentations is None else 2
-    fig, axes = plt.subplots(rows, n, figsize=(2.0 * n, 2.1 * rows), squeeze=False)
-    for i in range(n):
-        axes[0, i].imshow(images[i], cmap="gray", vmin=0, vmax=1)
-        if segmentations is not None:
-            axes[1, i].imshow(label_image(segmentations[i]))
+def samples_figure(
+    images: np.ndarray,
+    segmentations: np.ndarray | None,
+    path: str | Path,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Images generated from the prior, with their segmentations beneath when given.
+
+    `images` is (N, H, W) for one row of samples, or (R, N, H, W) for R rows (say, one per sampling
+    temperature), labelled by `row_labels`; `segmentations` has the same leading shape.
+    """
+    if images.ndim == 3:
+        images = images[None]
+        segmentations = None if segmentations is None else segmentations[None]
+    groups, n = images.shape[:2]
+    labels = list(row_labels) if row_labels is not None else ["sample"] * groups
+    if len(labels) != groups:
+        raise ValueError(f"row_labels: expected {groups} labels, got {len(labels)}")
+    per = 1 if segmentations is None else 2
+    fig, axes = plt.subplots(groups * per, n, figsize=(2.0 * n, 2.1 * groups * per), squeeze=False)
+    for g in range(groups):
+        for i in range(n):
+            axes[g * per, i].imshow(images[g, i], cmap="gray", vmin=0, vmax=1)
+            if segmentations is not None:
+                axes[g * per + 1, i].imshow(label_image(segmentations[g, i]))
+        axes[g * per, 0].set_ylabel(labels[g], fontsize=9)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0, 0].set_ylabel("sample", fontsize=9)
     return _save(fig, Path(path))
 
 

@@ -19,6 +19,7 @@ from stitchnet.metrics import ABSENT_RULE
 
 TABLE1_ROWS = (("GGO", "ggo"), ("CON", "consolidation"), ("Background", "background"))
 METRICS = ("iou", "f1", "recall", "precision")
+SAMPLE_TEMPERATURES = (1.0, 0.7, 0.4, 0.0)  # rows of the samples figure
 
 
 def group_stat(metrics: dict, group: str, metric: str) -> tuple[float, float, int]:
@@ -175,15 +176,18 @@ def _figures(out: Path, runs: dict, test, fig_dir: Path) -> list[tuple[str, Path
                 fig_dir / f"fig6_styles_{key}.png",
             )
             made.append((f"Fig. 6: styles of {run['info']['label']}", path))
-            with torch.no_grad():
-                torch.manual_seed(0)
-                s = model.sample(6)
-            img = s["image"] if isinstance(s, dict) else s
-            seg = s.get("mask") if isinstance(s, dict) else None
+            # The same draws at falling temperatures (1: the learnt prior; 0: its means).
+            images, masks = [], []
+            for temperature in SAMPLE_TEMPERATURES:
+                with torch.no_grad():
+                    s = model.sample(6, torch.Generator().manual_seed(0), temperature=temperature)
+                images.append(s["image"][:, 0].numpy())
+                masks.append(s["mask"].numpy())
             path = figures.samples_figure(
-                img[:, 0].numpy(),
-                None if seg is None else seg.numpy(),
+                np.stack(images),
+                np.stack(masks),
                 fig_dir / f"samples_{key}.png",
+                row_labels=[f"temperature {t:g}" for t in SAMPLE_TEMPERATURES],
             )
             made.append((f"Samples from the prior, {run['info']['label']}", path))
     path = figures.comparison_figure(

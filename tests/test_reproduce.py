@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
+import pytest
+
 from stitchnet.cli import main
+from stitchnet.figures import samples_figure
 
 
 def test_reproduce_debug_writes_a_complete_report(tmp_path, real_labelled, real_unlabelled):
@@ -51,3 +55,17 @@ def test_reproduce_debug_writes_a_complete_report(tmp_path, real_labelled, real_
     assert stamps == {p: p.stat().st_mtime for p in out.glob("runs/*/seed0/best.pt")}
     info = json.loads((out / "runs" / "unet" / "seed0" / "run_info.json").read_text())
     assert info["wall_s"] > 0
+
+
+def test_samples_figure_takes_one_row_or_labelled_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    one = samples_figure(rng.random((3, 32, 32)), None, tmp_path / "one.png")
+    rows = samples_figure(
+        rng.random((2, 3, 32, 32)),
+        rng.integers(0, 4, (2, 3, 32, 32)),
+        tmp_path / "rows.png",
+        row_labels=["temperature 1", "temperature 0"],
+    )
+    assert one.stat().st_size > 1000 and rows.stat().st_size > one.stat().st_size
+    with pytest.raises(ValueError, match="expected 2 labels, got 1"):
+        samples_figure(rng.random((2, 3, 32, 32)), None, tmp_path / "x.png", row_labels=["t"])
