@@ -351,6 +351,8 @@ def free_bits_excess(
         free_bits: nats per latent unit; 0 returns exactly 0 (the plain ELBO).
     """
     total = kls[0].new_zeros(())
+    if free_bits == 0:  # exactly the plain ELBO, even where rounding leaves a KL just below 0
+        return total
     for kl, kl_map in zip(kls, kl_maps, strict=True):
         units = kl_map[0].numel()
         divisor = units if reduction == "term_mean" else recon_divisor(reduction, num_pixels)

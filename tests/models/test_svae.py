@@ -188,6 +188,8 @@ def test_free_bits_floor_each_level_in_nats_per_unit():
     maps = [torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 1, 1)]
     kls = [torch.tensor([1.0, 3.0]), torch.tensor([0.2, 0.4])]  # batch means 2.0 and 0.3
     assert free_bits_excess(kls, maps, 16, "sum", 0.0).item() == 0.0  # exactly the plain ELBO
+    rounded = [torch.tensor([-1e-9, 0.0]), torch.tensor([0.0, 0.0])]  # KL a hair below 0
+    assert free_bits_excess(rounded, maps, 16, "sum", 0.0).item() == 0.0
     # 0.25 nats per unit: floors 1.0 and 0.25; both levels are above them.
     torch.testing.assert_close(free_bits_excess(kls, maps, 16, "sum", 0.25), torch.tensor(0.0))
     # 0.5 nats per unit: floors 2.0 and 0.5; the second level costs its floor, 0.2 more.
