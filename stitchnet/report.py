@@ -179,8 +179,7 @@ def _figures(out: Path, runs: dict, test, fig_dir: Path) -> list[tuple[str, Path
             # The same draws at falling temperatures (1: the learnt prior; 0: its means).
             images, masks = [], []
             for temperature in SAMPLE_TEMPERATURES:
-                with torch.no_grad():
-                    s = model.sample(6, torch.Generator().manual_seed(0), temperature=temperature)
+                s = model.sample(6, torch.Generator().manual_seed(0), temperature=temperature)
                 images.append(s["image"][:, 0].numpy())
                 masks.append(s["mask"].numpy())
             path = figures.samples_figure(

@@ -43,8 +43,8 @@ from stitchnet.models.svae import (
     LadderTrunk,
     SVAEConfig,
     elbo_terms,
-    free_bits_excess,
     kl_report,
+    negative_elbo,
     recon_divisor,
 )
 from stitchnet.probability import (
@@ -190,11 +190,7 @@ class StitchNet(SegmentationModel):
         recon, kls = elbo_terms(recon, out.kl_maps, num_pixels, cfg.reduction)
         # The label term is a reconstruction term, so it takes the same normaliser.
         label_nll = label_nll / recon_divisor(cfg.reduction, num_pixels)
-        weight = self.trunk.kl_weight()
-        loss = (recon + weight * torch.stack(kls).sum(dim=0)).mean()
-        loss = loss + weight * free_bits_excess(
-            kls, out.kl_maps, num_pixels, cfg.reduction, cfg.free_bits
-        )
+        loss = negative_elbo(recon, kls, out.kl_maps, num_pixels, cfg, self.trunk.kl_weight())
         zero = x.new_zeros(())
         return {
             "loss": loss,

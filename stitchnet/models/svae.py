@@ -112,7 +112,7 @@ class SVAEConfig:
 
 
 class GaussianMap(nn.Module):
-    """d~_i -> (mu, var) of the one-channel Gaussian over z_i (Fig. 5b).
+    """d~_i -> (mu, var) of the diagonal Gaussian over z_i (Fig. 5b).
 
     conv3x3 to f/2, LightSmooth, conv3x3 to f/4, LightSmooth, then two conv3x3 branches to k
     channels each (k = latent_channels, 1 in the paper): the mean, and the scale through
@@ -157,10 +157,10 @@ class LadderPass:
     """What one pass through the trunk produced; lists run over levels 1..5 (index 0 = level 1)."""
 
     features: torch.Tensor  # (B, f1 / 2, H, W): d~0, the decoder's features at input resolution
-    z: list[torch.Tensor]  # (B, 1, H/2^i, W/2^i) the latents used (samples or means)
+    z: list[torch.Tensor]  # (B, k, H/2^i, W/2^i) the latents used (samples or means)
     d_dec: list[torch.Tensor]  # (B, f_i, H/2^i, W/2^i) the decoder's d_i = g(z_i)
     d_enc: list[torch.Tensor] = field(default_factory=list)  # the encoder's d_i (empty: prior)
-    kl_maps: list[torch.Tensor] = field(default_factory=list)  # (B, 1, h_i, w_i) KL per unit
+    kl_maps: list[torch.Tensor] = field(default_factory=list)  # (B, k, h_i, w_i) KL per unit
 
 
 class LadderTrunk(nn.Module):
@@ -234,7 +234,7 @@ class LadderTrunk(nn.Module):
             generator: random source for the samples.
         """
         d_enc = self.encode(x)
-        mu, var = self.posterior_map(NUM_LEVELS)(d_enc[-1])  # (B, 1, H/32, W/32)
+        mu, var = self.posterior_map(NUM_LEVELS)(d_enc[-1])  # (B, k, H/32, W/32)
         z = gaussian_sample(mu, var, generator) if sample else mu
         kl_maps = [gaussian_kl_standard(mu, var)] if with_kl else []
         zs, d_dec = [z], [self.z_to_d[-1](z)]
@@ -317,7 +317,7 @@ def elbo_terms(
 
     Args:
         recon_nll: (B,) negative log-likelihood summed over the input's pixels.
-        kl_maps: per level, (B, 1, h_i, w_i) KL per latent unit.
+        kl_maps: per level, (B, k, h_i, w_i) KL per latent unit.
         num_pixels: H * W of the input.
         reduction: one of REDUCTIONS (see SVAEConfig).
     Returns the scaled (B,) reconstruction term and the scaled (B,) KL of every level.
@@ -358,6 +358,23 @@ def free_bits_excess(
         divisor = units if reduction == "term_mean" else recon_divisor(reduction, num_pixels)
         total = total + torch.relu(free_bits * units / divisor - kl.mean())
     return total
+
+
+def negative_elbo(
+    recon: torch.Tensor,
+    kls: list[torch.Tensor],
+    kl_maps: list[torch.Tensor],
+    num_pixels: int,
+    config: SVAEConfig,
+    kl_weight: float,
+) -> torch.Tensor:
+    """The minimised loss: batch mean of recon + kl_weight * total KL, plus the free-bits excess.
+
+    `recon` (B,) and `kls` are the terms `elbo_terms` returned; `kl_weight` is the warm-up weight.
+    """
+    loss = (recon + kl_weight * torch.stack(kls).sum(dim=0)).mean()
+    excess = free_bits_excess(kls, kl_maps, num_pixels, config.reduction, config.free_bits)
+    return loss + kl_weight * excess
 
 
 def kl_report(kls: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -404,11 +421,7 @@ class SVAE(SegmentationModel):
         cfg = self.config
         num_pixels = x.shape[-2] * x.shape[-1]
         nll, kls = elbo_terms(nll, out.kl_maps, num_pixels, cfg.reduction)
-        weight = self.trunk.kl_weight()
-        loss = (nll + weight * torch.stack(kls).sum(dim=0)).mean()
-        loss = loss + weight * free_bits_excess(
-            kls, out.kl_maps, num_pixels, cfg.reduction, cfg.free_bits
-        )
+        loss = negative_elbo(nll, kls, out.kl_maps, num_pixels, cfg, self.trunk.kl_weight())
         return {"loss": loss, "nll": nll.mean(), **kl_report(kls)}
 
     @torch.no_grad()
