@@ -29,6 +29,7 @@ from stitchnet.metrics import (
     confusion_matrix,
     lesion_dice,
     per_image_scores,
+    pooled_dice,
     summarize,
 )
 from stitchnet.models.base import SegmentationModel
@@ -78,6 +79,8 @@ class EvalResult:
             "groups": _stats_dict(self.summary["groups"]),
             "classes": _stats_dict(self.summary["classes"]),
             "lesion_dice": None if math.isnan(self.lesion_dice) else self.lesion_dice,
+            # Dice over all test pixels at once, beside the per-slice means above.
+            "pooled_dice": pooled_dice(self.matrix),
             "absent": self.absent,
             "absent_rule": self.absent_rule,
             "n_images": len(self.ids),

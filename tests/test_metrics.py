@@ -129,3 +129,21 @@ def test_bad_inputs_name_what_was_expected():
         )
     with pytest.raises(ValueError, match="absent must be one of"):
         M.iou(torch.zeros(3, dtype=torch.long), absent="zero")
+
+
+def test_pooled_dice_counts_every_pixel_once():
+    # Image 0: 10 GGO pixels, all found. Image 1: 2 GGO pixels missed (called healthy), and 2
+    # healthy pixels called GGO. Per slice: F1 1.0 and 0.0 (mean 0.5); pooled: 2*10/(2*10+2+2).
+    m = torch.zeros(2, 4, 4, dtype=torch.long)
+    m[0, 2, 2] = 10
+    m[0, 1, 1] = 90
+    m[1, 2, 1] = 2
+    m[1, 1, 2] = 2
+    m[1, 1, 1] = 96
+    pooled = M.pooled_dice(m)
+    assert pooled["ggo"] == pytest.approx(20 / 24)
+    assert pooled["consolidation"] is None  # no consolidation pixel anywhere
+    assert pooled["lesion_dice"] == pytest.approx(20 / 24)  # the one defined lesion
+    assert M.summarize(m)["groups"]["ggo"]["f1"].mean == pytest.approx(0.5)
+    # Background group (0 and 1): tp 90 + 96, fp 2 (GGO called healthy), fn 2.
+    assert pooled["background"] == pytest.approx(2 * 186 / (2 * 186 + 2 + 2))
