@@ -1,0 +1,20 @@
+"""Inference on whole scans: a CT volume in, a lung-bounded 3-D label map and lesion burden out.
+
+    from stitchnet.data.volumes import read_volume
+    from stitchnet.inference.defaults import load_segmentation_model
+    from stitchnet.inference.segment import segment_volume
+
+    model, run_config = load_segmentation_model()        # the shipped default model
+    result = segment_volume(model, run_config.data, read_volume("scan.nii.gz"))
+    result.labels  # (Z, Y, X) uint8 class ids in display orientation, 0 outside the lungs
+
+Modules, one idea each:
+    kernel.py    pre-processed slices -> logits -> argmax -> class ids at each slice's own size
+                 (shared with `pipeline.predict_folder`)
+    fast.py      an eval-only copy of a model with batch norm folded into its convolutions
+    lung3d.py    the per-slice lung fields cleaned in 3-D, split into the patient's right and left
+    segment.py   `segment_volume`: the whole volume through the lung segmenter and the model
+    burden.py    lung, GGO and consolidation volume in mL and as % of lung, per side and in total
+    scan.py      `segment_scan`: read, segment, write every output atomically into one folder
+    defaults.py  the shipped default model, and the one command that (re)makes it from a run
+"""
