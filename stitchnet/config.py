@@ -74,6 +74,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str = "paper"
+    # The semi-supervised objective (stitchnet.objectives: "none", "mean_teacher", "fixmatch",
+    # "unimatch", "bcp") and its config as a dict ({}: the method's paper defaults).
+    objective: str = "none"
+    objective_config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,6 +92,8 @@ class RunConfig:
             data=data,
             train=train,
             preset=d.get("preset", "paper"),
+            objective=d.get("objective", "none"),
+            objective_config=dict(d.get("objective_config", {})),
         )
 
     def save(self, path: str | Path) -> None:
