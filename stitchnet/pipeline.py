@@ -24,11 +24,12 @@ from PIL import Image
 
 from stitchnet.checkpoint import model_from_checkpoint
 from stitchnet.config import DATA_PRESETS, TRAIN_PRESETS, RunConfig, check_preset
-from stitchnet.data import load_lung_segmenter, prepare, read_source, restore_to_original
+from stitchnet.data import load_lung_segmenter, prepare, read_source
 from stitchnet.data.splits import check_no_patient_leak, load_or_make_splits
 from stitchnet.data.types import PreparedSet
 from stitchnet.evaluate import EvalResult, evaluate, write_evaluation
 from stitchnet.figures import overlay
+from stitchnet.inference.kernel import predict_classes
 from stitchnet.models import model_class, model_config
 from stitchnet.train import TrainResult, train
 
@@ -223,20 +224,15 @@ def predict_folder(
     try:
         (tmp / "masks").mkdir()
         (tmp / "overlays").mkdir()
-        model.eval()
-        device = next(model.parameters()).device
-        for start in range(0, len(data), batch_size):
-            x = data.images[start : start + batch_size].to(device)
-            with torch.no_grad():
-                pred = model(x).argmax(dim=1).cpu().numpy()  # (B, S, S)
-            for j, p in enumerate(pred):
-                i = start + j
-                full = restore_to_original(p, data.boxes[i], data.orig_shapes[i])  # (H, W)
-                stem = data.ids[i]
-                Image.fromarray(full.astype(np.uint8)).save(tmp / "masks" / f"{stem}.png")
-                img = records[i].image
-                Image.fromarray(overlay(img, full)).save(tmp / "overlays" / f"{stem}.png")
-                written.append(out / "masks" / f"{stem}.png")
+        full_masks = predict_classes(
+            model.eval(), data.images, data.boxes, data.orig_shapes, batch_size
+        )
+        for i, full in enumerate(full_masks):  # each (H, W) uint8 class ids
+            stem = data.ids[i]
+            Image.fromarray(full).save(tmp / "masks" / f"{stem}.png")
+            img = records[i].image
+            Image.fromarray(overlay(img, full)).save(tmp / "overlays" / f"{stem}.png")
+            written.append(out / "masks" / f"{stem}.png")
         burden = lesion_burden(tmp / "masks", [r.patient_id for r in records], data.ids)
         (tmp / "lesion_burden.json").write_text(json.dumps(burden, indent=2))
         if out.exists():
