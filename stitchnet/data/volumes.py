@@ -1,0 +1,472 @@
+"""Whole CT scans with their geometry: a DICOM tree, a NIfTI file or a folder of slices -> `Volume`.
+
+Every source reaches the model in ONE display orientation, the one the training slices have, and
+labels go back to the input's own voxel order with the input's affine, so they overlay the scan in
+any viewer. nibabel does the geometry (io_orientation, ornt_transform, apply_orientation) and
+pydicom the DICOM decoding (is_dicom, apply_modality_lut); this module only wires them together.
+
+Display orientation (checked against the bundled slices, see tests/data/test_volumes.py): the
+training PNGs are NOT the radiological display of an axial DICOM slice; they are its transpose, the
+nibabel array order of an LPS volume (their PROVENANCE.md says "transposed relative to radiological
+display"). In the labelled set, 46 of 50 slices hold more lung in the upper half (the right lung is
+the larger one) and 46 of 50 have their saturated bone (the spine) in the right half of the
+mediastinal rows. So a display slice (Y, X) has
+
+    rows (axis 1): patient right -> left      (nibabel code "L": the index grows towards the left)
+    cols (axis 2): anterior -> posterior      (nibabel code "P")
+
+and axis 0 runs inferior -> superior ("S"). A standard axial DICOM slice's pixel_array (rows A->P,
+cols R->L) is the transpose of a display slice. `DISPLAY_AXCODES` is the one place this is stated.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as ornt_
+
+from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, DataError, read_image_file
+
+DISPLAY_AXCODES = ("S", "L", "P")  # display axes (Z, Y, X): inferior->superior, R->L, A->P
+_DISPLAY_AS_XYZ = (
+    "L",
+    "P",
+    "S",
+)  # the same axes in nibabel's (i, j, k) order, before the transpose
+OUTSIDE_HU = -1500.0  # below this is no tissue and no air: FOV padding (-2048, -3024, -2000)
+MIN_SLICES = 2  # one slice is a 2-D image: no slice spacing, no volume in mL
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient axes (L, P, S) -> nibabel's (R, A, S)
+
+# Which packages decode a compressed transfer syntax pydicom cannot decode on its own.
+_DECODERS = {
+    "1.2.840.10008.1.2.4.50": "pillow, pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
+    "1.2.840.10008.1.2.4.80": "pyjpegls, pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
+    "1.2.840.10008.1.2.4.81": "pyjpegls, pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg + pylibjpeg-openjpeg, or python-gdcm",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg + pylibjpeg-openjpeg, or python-gdcm",
+}
+
+
+class VolumeError(DataError):
+    """A scan that cannot be read as one CT volume; names the file, the value found and expected."""
+
+
+@dataclass
+class Volume:
+    """A CT scan in display orientation, and what it takes to write labels back in its geometry."""
+
+    hu: np.ndarray  # (Z, Y, X) float32 HU in display orientation (DISPLAY_AXCODES)
+    body: np.ndarray  # (Z, Y, X) bool: inside the reconstruction field of view, not padding
+    spacing: tuple[float, float, float]  # mm along (Z, Y, X) of the display array
+    source: str  # the path read
+    kind: str  # "dicom" | "nifti" | "slices"
+    series_uid: str | None  # SeriesInstanceUID for DICOM, else None
+    affine: np.ndarray  # (4, 4) RAS affine of the INPUT's own voxel order (nibabel convention)
+    shape: tuple[int, ...]  # the input's own voxel array shape (i, j, k)
+    ornt: np.ndarray  # (3, 2) nibabel orientation transform: input (i, j, k) -> display (L, P, S)
+    spacing_known: bool = True  # False for slice folders: spacing is a 1 mm placeholder
+    notes: list[str] = field(default_factory=list)  # caveats a report should repeat
+
+    def to_input_order(self, arr: np.ndarray) -> np.ndarray:
+        """(Z, Y, X) display array -> the input's (i, j, k) voxel order (any dtype)."""
+        if arr.shape[:3] != self.hu.shape:
+            raise VolumeError(
+                f"{self.source}: array of shape {arr.shape} given; expected the display shape "
+                f"{self.hu.shape} (Z, Y, X)"
+            )
+        xyz = np.transpose(arr, (1, 2, 0))  # (Z, Y, X) -> (Y, X, Z), nibabel's (L, P, S) order
+        inverse = ornt_.ornt_transform(
+            ornt_.axcodes2ornt(_DISPLAY_AS_XYZ), ornt_.io_orientation(self.affine)
+        )
+        back = ornt_.apply_orientation(xyz, inverse)
+        return np.ascontiguousarray(back)
+
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0  # mm^3 -> mL
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        """nibabel axis codes of the input's voxel order, e.g. ('L', 'P', 'S') for axial DICOM."""
+        return tuple(nib.aff2axcodes(self.affine))
+
+
+def _to_display(data: np.ndarray, affine: np.ndarray, source: str) -> tuple[np.ndarray, Any, tuple]:
+    """Input (i, j, k) array + RAS affine -> (display (Z, Y, X) array, transform, spacing)."""
+    in_ornt = ornt_.io_orientation(affine)
+    if np.isnan(in_ornt).any():
+        raise VolumeError(
+            f"{source}: affine {affine.tolist()} has a degenerate axis; expected three "
+            f"independent voxel directions"
+        )
+    transform = ornt_.ornt_transform(in_ornt, ornt_.axcodes2ornt(_DISPLAY_AS_XYZ))
+    xyz = ornt_.apply_orientation(data, transform)  # (i, j, k) -> (L, P, S) order
+    sizes = nib.affines.voxel_sizes(affine)  # mm along (i, j, k)
+    lps_sizes = [float(sizes[int(np.flatnonzero(transform[:, 0] == a)[0])]) for a in range(3)]
+    # Along display (Z, Y, X); rounded to 0.1 um so a NIfTI's float32 header and the DICOM
+    # tags' decimal strings give the same spacing.
+    spacing = tuple(round(s, 4) for s in (lps_sizes[2], lps_sizes[0], lps_sizes[1]))
+    return np.ascontiguousarray(np.transpose(xyz, (2, 0, 1))), transform, spacing
+
+
+def _volume_from_input(
+    data: np.ndarray, outside: np.ndarray, affine: np.ndarray, source: str, kind: str, **kw: Any
+) -> Volume:
+    """Build a `Volume` from an input-order HU array, its padding mask and its RAS affine."""
+    if data.ndim != 3 or min(data.shape) < 1 or data.shape[2] < MIN_SLICES:
+        raise VolumeError(
+            f"{source}: voxel array of shape {data.shape} is a 2-D image; expected a 3-D volume "
+            f"with at least {MIN_SLICES} slices"
+        )
+    hu, transform, spacing = _to_display(data.astype(np.float32, copy=False), affine, source)
+    outside_display, _, _ = _to_display(outside, affine, source)
+    body = ~outside_display & (hu >= OUTSIDE_HU) & np.isfinite(hu)
+    return Volume(
+        hu=hu,
+        body=body,
+        spacing=spacing,
+        source=source,
+        kind=kind,
+        affine=np.asarray(affine, dtype=np.float64),
+        shape=tuple(int(s) for s in data.shape),
+        ornt=transform,
+        **kw,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
+    """Read a DICOM folder (searched recursively), a .nii/.nii.gz file or a folder of 2-D slices.
+
+    Args:
+        path: the scan. A folder is DICOM when any file in it (at any depth, any name) is DICOM by
+            content; else it is a folder of slices (PNG/JPG/NPY in it or in its images/).
+        series_uid: the DICOM series to read when the tree holds several; None picks the CT series
+            (Modality CT, axial, most slices).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"{path}: not found; expected a DICOM folder, a NIfTI file or slices")
+    if path.is_file():
+        name = path.name.lower()
+        if name.endswith((".nii", ".nii.gz")):
+            return _read_nifti(path)
+        if _is_dicom(path):
+            raise VolumeError(
+                f"{path}: one DICOM file is a 2-D image; expected the folder holding the whole "
+                f"series"
+            )
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise VolumeError(
+                f"{path}: a 2-D image; expected a 3-D volume (a DICOM folder, a NIfTI file, or a "
+                f"folder of slices)"
+            )
+        raise VolumeError(
+            f"{path}: a file of unknown kind; expected .nii/.nii.gz, or a DICOM or slice folder"
+        )
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    if not files:
+        raise VolumeError(f"{path}: empty folder; expected DICOM files, or 2-D slices")
+    dicoms = [p for p in files if _is_dicom(p)]
+    if dicoms:
+        return _read_dicom(path, dicoms, series_uid)
+    slices = _slice_files(path)
+    if slices:
+        return _read_slices(path, slices)
+    raise VolumeError(
+        f"{path}: no DICOM files and no slices among {len(files)} files (e.g. "
+        f"{files[0].relative_to(path)}); expected DICOM files (any name) or PNG/JPG slices"
+    )
+
+
+def write_label_volume(
+    vol: Volume, labels_display: np.ndarray, path: str | Path, dtype: Any = np.uint8
+) -> Path:
+    """Write (Z, Y, X) display labels as NIfTI in the input's voxel order, shape and affine."""
+    path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        raise VolumeError(f"{path}: output name has no .nii/.nii.gz suffix; expected one")
+    data = vol.to_input_order(np.asarray(labels_display)).astype(dtype)
+    if data.shape != vol.shape:
+        raise VolumeError(
+            f"{path}: labels came back as {data.shape}; expected the input shape {vol.shape}"
+        )
+    img = nib.Nifti1Image(data, vol.affine)
+    img.set_qform(vol.affine, code=1)  # 1 = scanner coordinates, as the input's affine is
+    img.set_sform(vol.affine, code=1)
+    img.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path
+
+
+def list_series(path: str | Path) -> list[dict]:
+    """The DICOM series under `path`: uid, modality, n_slices, description, axial, folder."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _is_dicom(p))
+    return [s.summary() for s in _scan_series(files)]
+
+
+def _is_dicom(path: Path) -> bool:
+    from pydicom.misc import is_dicom
+
+    try:
+        return bool(is_dicom(path))
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# NIfTI
+
+
+def _read_nifti(path: Path) -> Volume:
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.get_fdata(dtype=np.float32))  # scl_slope/scl_inter applied: HU
+    except Exception as e:  # nibabel raises several unrelated types for a bad file
+        raise VolumeError(f"{path}: cannot read as NIfTI ({e}); expected a .nii/.nii.gz") from e
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]  # (X, Y, Z, 1) -> (X, Y, Z)
+    if data.ndim != 3:
+        raise VolumeError(
+            f"{path}: voxel array of shape {data.shape}; expected a 3-D volume (X, Y, Z)"
+        )
+    # NIfTI has no padding tag; the HU threshold alone marks the field-of-view padding.
+    outside = np.zeros(data.shape, dtype=bool)
+    return _volume_from_input(data, outside, img.affine, str(path), "nifti", series_uid=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder of 2-D slices
+
+
+def _slice_files(root: Path) -> list[Path]:
+    folder = root / "images" if (root / "images").is_dir() else root
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    # Natural order, so slice_2 comes before slice_10.
+    return sorted(
+        files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+    )
+
+
+def _read_slices(root: Path, files: list[Path]) -> Volume:
+    """Windowed 2-D slices, taken as already in display orientation, stacked in name order.
+
+    HU are unknown: the [0, 1] gray values are mapped back through the bundled data's lung
+    window, hu = -1250 + 1500 * gray, which `hu_window` maps back to the same gray exactly.
+    Spacing is unknown: 1 mm on every axis, `spacing_known=False`, and a warning.
+    """
+    images = [read_image_file(p) for p in files]  # each (H, W) float32 in [0, 1]
+    shape = images[0].shape
+    for p, im in zip(files, images, strict=True):
+        if im.shape != shape:
+            raise VolumeError(
+                f"{p}: slice is {im.shape[0]}x{im.shape[1]} but {files[0].name} is "
+                f"{shape[0]}x{shape[1]}; expected one size for every slice of a volume"
+            )
+    lo, hi = DEFAULT_WINDOW
+    gray = np.stack(images, axis=-1)  # (H, W, Z): rows R->L, cols A->P, slices in name order
+    hu = lo + (hi - lo) * gray
+    note = (
+        f"{root}: slices carry no geometry; spacing set to 1 mm and HU mapped back through the "
+        f"window {DEFAULT_WINDOW}, so volumes in mL are in units of voxels/1000"
+    )
+    warnings.warn(note, stacklevel=3)
+    affine = LPS_TO_RAS.copy()  # 1 mm voxels, (i, j, k) = (L, P, S): the display itself
+    outside = np.zeros(hu.shape, dtype=bool)
+    return _volume_from_input(
+        hu, outside, affine, str(root), "slices", series_uid=None, spacing_known=False, notes=[note]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# DICOM
+
+
+@dataclass
+class _Series:
+    """The files of one SeriesInstanceUID, headers read, pixel data deferred until chosen."""
+
+    uid: str
+    items: list[tuple[Path, Any]]  # (file, pydicom Dataset) of every image file
+
+    @property
+    def first(self) -> Any:
+        return self.items[0][1]
+
+    @property
+    def modality(self) -> str:
+        return str(getattr(self.first, "Modality", "") or "?")
+
+    @property
+    def axial(self) -> bool:
+        """Whether the slice normal is closest to the patient's head-foot axis."""
+        iop = getattr(self.first, "ImageOrientationPatient", None)
+        if iop is None or len(iop) != 6:
+            return False
+        row, col = np.asarray([float(v) for v in iop]).reshape(2, 3)
+        return int(np.argmax(np.abs(np.cross(row, col)))) == 2
+
+    def summary(self) -> dict:
+        return {
+            "uid": self.uid,
+            "modality": self.modality,
+            "n_slices": len(self.items),
+            "description": str(getattr(self.first, "SeriesDescription", "") or ""),
+            "axial": self.axial,
+            "folder": str(self.items[0][0].parent),
+        }
+
+
+def _scan_series(files: list[Path]) -> list[_Series]:
+    """Group DICOM files with pixel data by SeriesInstanceUID; CT first, then by slice count."""
+    import pydicom
+
+    groups: dict[str, list[tuple[Path, Any]]] = {}
+    for p in files:
+        try:
+            ds = pydicom.dcmread(str(p), defer_size="1 KB")  # pixel data read only when used
+        except Exception as e:  # pydicom raises many types for a damaged file
+            raise VolumeError(f"{p}: cannot read as DICOM ({e}); expected a DICOM file") from e
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        if uid and "PixelData" in ds:  # DICOMDIR, SR and the like hold no image
+            groups.setdefault(uid, []).append((p, ds))
+    series = [_Series(uid, items) for uid, items in groups.items()]
+    return sorted(series, key=lambda s: (s.modality != "CT", not s.axial, -len(s.items), s.uid))
+
+
+def _choose_series(root: Path, series: list[_Series], series_uid: str | None) -> _Series:
+    found = "; ".join(
+        f"{s.uid} ({s.modality}, {len(s.items)} slices, {s.summary()['description']!r})"
+        for s in series
+    )
+    if not series:
+        raise VolumeError(f"{root}: DICOM files hold no images; expected a CT image series")
+    if series_uid is not None:
+        match = [s for s in series if s.uid == series_uid]
+        if not match:
+            raise VolumeError(f"{root}: no series {series_uid!r}; found {found}")
+        chosen = match[0]
+    else:
+        # _scan_series puts axial CT with the most slices first.
+        chosen = series[0]
+    if chosen.modality != "CT":
+        raise VolumeError(
+            f"{root}: series {chosen.uid} has Modality {chosen.modality!r}; expected a CT "
+            f"series (the model reads Hounsfield units). Series found: {found}"
+        )
+    return chosen
+
+
+def _read_dicom(root: Path, files: list[Path], series_uid: str | None) -> Volume:
+    from pydicom.pixels import apply_modality_lut
+
+    series = _choose_series(root, _scan_series(files), series_uid)
+    items, affine = _order_and_affine(series)
+    slices, outside = [], []
+    for p, ds in items:
+        stored = _pixels(p, ds)  # (rows, cols) stored values
+        if slices and stored.shape != slices[0].T.shape:
+            raise VolumeError(
+                f"{p}: slice is {stored.shape} but {items[0][0].name} is "
+                f"{slices[0].T.shape}; expected one size across the series"
+            )
+        slices.append(np.asarray(apply_modality_lut(stored, ds), dtype=np.float32).T)
+        outside.append(_padding(stored, ds).T)
+    # DICOM's own voxel order, as dcm2niix and nibabel's nicom use it: (cols, rows, slices).
+    data = np.stack(slices, axis=-1)  # (C, R, N) HU
+    pad = np.stack(outside, axis=-1)  # (C, R, N) bool
+    return _volume_from_input(data, pad, affine, str(root), "dicom", series_uid=series.uid)
+
+
+def _pixels(path: Path, ds: Any) -> np.ndarray:
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises RuntimeError/NotImplementedError/ValueError here
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if ts is not None and ts.is_compressed:
+            pkgs = _DECODERS.get(str(ts), "pylibjpeg with its plugins, or python-gdcm")
+            raise VolumeError(
+                f"{path}: pixel data is compressed as {ts.name} ({ts}) and no installed decoder "
+                f"reads it; expected a decoder: pip install {pkgs}"
+            ) from e
+        raise VolumeError(f"{path}: cannot decode the pixel data ({e}); expected a CT slice") from e
+    if arr.ndim != 2:
+        raise VolumeError(
+            f"{path}: pixel data has shape {arr.shape}; expected one 2-D slice per file "
+            f"(multi-frame and colour images are not CT series)"
+        )
+    return arr
+
+
+def _padding(stored: np.ndarray, ds: Any) -> np.ndarray:
+    """(rows, cols) bool: stored values marked as padding by PixelPaddingValue (and RangeLimit)."""
+    value = getattr(ds, "PixelPaddingValue", None)
+    if value is None:
+        return np.zeros(stored.shape, dtype=bool)
+    limit = getattr(ds, "PixelPaddingRangeLimit", None)
+    lo, hi = (value, value) if limit is None else (min(value, limit), max(value, limit))
+    return (stored >= lo) & (stored <= hi)
+
+
+def _order_and_affine(series: _Series) -> tuple[list[tuple[Path, Any]], np.ndarray]:
+    """Slices sorted along the normal, checked for gaps and duplicates, and the RAS affine."""
+    items = series.items
+    for p, ds in items:
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            if getattr(ds, tag, None) is None:
+                raise VolumeError(
+                    f"{p}: no {tag}; expected it on every slice to place the slice in the volume"
+                )
+    iop = np.asarray([float(v) for v in items[0][1].ImageOrientationPatient])
+    for p, ds in items:
+        other = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        if not np.allclose(other, iop, atol=1e-4):
+            raise VolumeError(
+                f"{p}: ImageOrientationPatient {other.tolist()} differs from "
+                f"{items[0][0].name}'s {iop.tolist()}; expected one orientation per series"
+            )
+    row, col = iop.reshape(2, 3)  # LPS direction of increasing column index, of row index
+    normal = np.cross(row, col)
+    pos = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in items])
+    depth = pos @ normal  # (N,) mm along the normal
+    order = np.argsort(depth, kind="stable")
+    items, pos, depth = [items[i] for i in order], pos[order], depth[order]
+    if len(items) < MIN_SLICES:
+        raise VolumeError(
+            f"{items[0][0]}: series {series.uid} has {len(items)} slice; a 2-D image, expected a "
+            f"volume of at least {MIN_SLICES} slices"
+        )
+    steps = np.diff(depth)  # (N-1,)
+    step = float(np.median(steps))
+    for k, s in enumerate(steps):
+        a, b = items[k][0], items[k + 1][0]
+        if s < 1e-3 or s < 0.5 * step:
+            raise VolumeError(
+                f"{b}: duplicate slice position {depth[k + 1]:.3f} mm along the normal, "
+                f"{s:.3f} mm from {a}; expected one slice every {step:.3f} mm"
+            )
+        if abs(s - step) > 0.1 * step:
+            raise VolumeError(
+                f"{a} -> {b}: gap of {s:.3f} mm between slice positions {depth[k]:.3f} and "
+                f"{depth[k + 1]:.3f} mm; expected one slice every {step:.3f} mm (missing files?)"
+            )
+    dr, dc = (float(v) for v in items[0][1].PixelSpacing)  # row spacing, column spacing (mm)
+    lps = np.eye(4)
+    lps[:3, 0] = row * dc  # voxel index i runs along the columns of a row
+    lps[:3, 1] = col * dr  # j runs down the rows
+    lps[:3, 2] = (pos[-1] - pos[0]) / (len(items) - 1)  # k: the mean slice step
+    lps[:3, 3] = pos[0]
+    return items, LPS_TO_RAS @ lps
