@@ -97,7 +97,8 @@ def make_dicom_series(
     """Write one axial DICOM series in `root/subfolder`, files suffix-less and named at random.
 
     signed=True stores int16 with padding at pad - intercept (GE style); signed=False stores
-    uint16 clipped at 0, so padding reads as -1024 HU and only PixelPaddingValue 0 marks it.
+    uint16 with padding 0 (-1024 HU, air-like: only PixelPaddingValue 0 marks it) and everything
+    inside the field of view at >= 1.
     Returns the folder, the expected display HU (Z, Y, X) and the masks (Z, Y, X).
     """
     import pydicom
@@ -118,9 +119,11 @@ def make_dicom_series(
             pixels = stored.astype(np.int16)
             padding = int(pad - INTERCEPT)
         else:
-            pixels = np.clip(stored, 0, None).astype(np.uint16)
+            # Stored 0 is the padding; tissue and air keep stored >= 1 (HU >= -1023).
+            stored = np.where(scan.body[k].T, np.clip(stored, 1, None), 0)
+            pixels = stored.astype(np.uint16)
             padding = 0
-            expected[k] = np.maximum(scan.hu[k], INTERCEPT)
+            expected[k] = np.where(scan.body[k], np.maximum(scan.hu[k], INTERCEPT + 1), INTERCEPT)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()

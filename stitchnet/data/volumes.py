@@ -34,11 +34,8 @@ from nibabel import orientations as ornt_
 from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, DataError, read_image_file
 
 DISPLAY_AXCODES = ("S", "L", "P")  # display axes (Z, Y, X): inferior->superior, R->L, A->P
-_DISPLAY_AS_XYZ = (
-    "L",
-    "P",
-    "S",
-)  # the same axes in nibabel's (i, j, k) order, before the transpose
+# The same axes in nibabel's (i, j, k) order: display = transpose(xyz, (2, 0, 1)).
+_DISPLAY_AS_XYZ = DISPLAY_AXCODES[1:] + DISPLAY_AXCODES[:1]
 OUTSIDE_HU = -1500.0  # below this is no tissue and no air: FOV padding (-2048, -3024, -2000)
 MIN_SLICES = 2  # one slice is a 2-D image: no slice spacing, no volume in mL
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient axes (L, P, S) -> nibabel's (R, A, S)
@@ -239,6 +236,8 @@ def _read_nifti(path: Path) -> Volume:
         raise VolumeError(f"{path}: cannot read as NIfTI ({e}); expected a .nii/.nii.gz") from e
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]  # (X, Y, Z, 1) -> (X, Y, Z)
+    if data.ndim == 2:
+        data = data[..., None]  # (X, Y) -> (X, Y, 1), refused below as a 2-D image
     if data.ndim != 3:
         raise VolumeError(
             f"{path}: voxel array of shape {data.shape}; expected a 3-D volume (X, Y, Z)"
