@@ -13,6 +13,9 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so i
     split             slice ids per part, e.g. {"train": [...], "val": [...]}
     model_state       the model's state dict; optimizer_state: the optimizer's (or None)
     rng               random-number-generator states, so a resumed run continues exactly
+    objective_name    the training objective (stitchnet.objectives), objective_config: its config
+    objective_state   the objective's own state: its EMA teacher and step counters (last.pt; {}
+                      where there is none to keep). Version 1 files read as objective "none".
     extra             anything else the writer needs back (training history, best score, ...)
 
 Files are written to a temporary name and renamed, so a crash never leaves a half-written file
@@ -37,7 +40,7 @@ from stitchnet.models import build_model
 from stitchnet.models.base import SegmentationModel
 
 FORMAT = "stitchnet-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: objective_name, objective_config, objective_state
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
 
@@ -94,8 +97,10 @@ def save_checkpoint(
     split: dict[str, list[str]] | None = None,
     rng: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    objective_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a self-describing checkpoint to `path` (atomically) and return the path."""
+    """Write a self-describing checkpoint to `path` (atomically) and return the path.
+    `objective_state` is the objective's own state (its teacher), what a resume needs."""
     model = unwrap(model)
     ckpt = {
         "format": FORMAT,
@@ -112,6 +117,9 @@ def save_checkpoint(
         "model_state": model.state_dict(),
         "optimizer_state": None if optimizer is None else optimizer.state_dict(),
         "rng": rng if rng is not None else {},
+        "objective_name": run_config.objective,
+        "objective_config": dict(run_config.objective_config),
+        "objective_state": dict(objective_state or {}),
         "extra": dict(extra or {}),
     }
     return atomic_write(path, lambda f: torch.save(ckpt, f))
@@ -140,12 +148,14 @@ def load_checkpoint(
             f"(a bare state dict can be loaded with model.load_state_dict(torch.load(path)))"
         )
     version = ckpt.get("format_version")
-    if version != FORMAT_VERSION:
+    if not (isinstance(version, int) and 1 <= version <= FORMAT_VERSION):
         raise CheckpointError(
             f"{path} has checkpoint format version {version!r} (written by stitchnet "
             f"{ckpt.get('stitchnet_version')}); this stitchnet {stitchnet.__version__} reads "
-            f"version {FORMAT_VERSION}; use the matching stitchnet version"
+            f"version {FORMAT_VERSION} and older ones; use the matching stitchnet version"
         )
+    if version == 1:  # before objectives: every run trained with the model's own loss
+        ckpt = {"objective_name": "none", "objective_config": {}, "objective_state": {}, **ckpt}
     if expected_model is not None and ckpt.get("model_name") != expected_model:
         raise CheckpointError(
             f"{path} holds a {ckpt.get('model_name')!r} model, expected {expected_model!r}"

@@ -19,24 +19,19 @@ DistributedDataParallel averages the gradients. Only rank 0 writes files.
 
 from __future__ import annotations
 
-import atexit
-import csv
 import json
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from stitchnet.augment import apply_params, sample_params
+from stitchnet.augment import apply_geometry, apply_params, sample_params
 from stitchnet.checkpoint import (
     BEST_NAME,
     LAST_NAME,
@@ -46,17 +41,18 @@ from stitchnet.checkpoint import (
 )
 from stitchnet.config import RunConfig
 from stitchnet.data.types import PreparedSet
-from stitchnet.evaluate import EvalResult, evaluate
+from stitchnet.distributed import Dist, restore_rng, rng_state, seed_everything, setup
+from stitchnet.evaluate import evaluate
 from stitchnet.models import build_model
 from stitchnet.models.base import SegmentationModel
+from stitchnet.objectives import Objective, build_objective
+from stitchnet.objectives.base import Draws, rows_of
+from stitchnet.runlog import CsvLog, Mean, tensorboard, val_metrics
 
 # Training fields that may change between a run and its resumption: they change neither the
 # weights of the epochs already done nor the random numbers drawn for the next ones.
 RESUMABLE_CHANGES = {"epochs", "eval_every", "log_every", "checkpoint_every"}
 TIMING_STEPS = 5  # the per-step time is measured over steps 2..5 (step 1 includes warm-up)
-VAL_GROUPS = ("ggo", "consolidation", "background", "overall")
-VAL_COLUMNS = ("val_lesion_dice", *(f"val_{g}_{m}" for g in VAL_GROUPS for m in ("f1", "iou")))
-LOG_FIXED = ("epoch", "step", "skipped_steps", "seconds")
 
 
 @dataclass
@@ -84,117 +80,6 @@ class _State:
     best_epoch: int = 0
     elapsed: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _LossAdapter(nn.Module):
-    """Makes `model.loss` the forward. DDP averages gradients only for a backward that follows
-    a call of its own forward (which prepares its reducer), and loss() is a method, not forward."""
-
-    def __init__(self, model: SegmentationModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model.loss(batch)
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if `flag` is true on any rank (keeps the ranks' decisions equal)."""
-        if self.world == 1:
-            return flag
-        t = torch.tensor([float(flag)], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def _setup(device: str | torch.device | None) -> tuple[_Dist, torch.device]:
-    """Join the torchrun process group when there is one, and pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank if world > 1 else 0)
-    if world <= 1:
-        return _Dist(), device
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # NCCL collectives use the current device
-    if not dist.is_initialized():
-        # The group lives until the process exits: later train() calls in the same torchrun
-        # process reuse it, because re-creating a destroyed group on torchrun's store can hang.
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        atexit.register(_end_group)
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
-
-
-def _end_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state(sampler: torch.Generator, d: _Dist) -> dict[str, Any]:
-    """Every generator a resumed run must restore; torch's global state differs per rank."""
-    own = {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-    }
-    per_rank = [own]
-    if d.world > 1:
-        per_rank = [None] * d.world
-        dist.all_gather_object(per_rank, own)
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "sampler": sampler.get_state(),
-        "torch": [s["torch"] for s in per_rank],
-        "cuda": [s["cuda"] for s in per_rank],
-        # numpy's key array goes in as a tensor so the checkpoint stays loadable weights_only.
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": random.getstate(),
-    }
-
-
-def _restore_rng(state: dict[str, Any], sampler: torch.Generator, d: _Dist) -> None:
-    sampler.set_state(state["sampler"])
-    if len(state["torch"]) == d.world:
-        torch.set_rng_state(state["torch"][d.rank])
-        if state["cuda"][d.rank] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"][d.rank])
-    else:
-        print(
-            f"note: checkpoint has RNG states of {len(state['torch'])} ranks, this run has "
-            f"{d.world}; model noise continues from a fresh seed, batches continue exactly"
-        )
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
 
 
 def _index_stream(n: int, count: int, g: torch.Generator) -> torch.Tensor:
@@ -227,66 +112,6 @@ def _check_resume_config(path: Path, stored: dict[str, Any], cfg: RunConfig) -> 
         )
 
 
-class _CsvLog:
-    """log.csv: columns fixed by the first line written (fixed fields, the loss terms, the
-    validation metrics); a resume drops lines of unfinished epochs so the log reads like that of
-    an uninterrupted run."""
-
-    def __init__(self, path: Path, keep_epochs: int, enabled: bool) -> None:
-        self.path, self.enabled, self.columns = path, enabled, None
-        if not enabled:
-            return
-        if keep_epochs == 0 or not path.exists():
-            path.unlink(missing_ok=True)
-            return
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            self.columns = reader.fieldnames
-            rows = [r for r in reader if int(r["epoch"]) <= keep_epochs]
-
-        def rewrite(f: Any) -> None:
-            writer = csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-
-        atomic_write(path, rewrite, binary=False)
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        new = self.columns is None
-        if new:
-            terms = [k for k in row if k not in LOG_FIXED and k not in VAL_COLUMNS]
-            self.columns = ["epoch", "step", *terms, *VAL_COLUMNS, "skipped_steps", "seconds"]
-        with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(
-                f, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore"
-            )
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-
-def _val_metrics(res: EvalResult) -> dict[str, float]:
-    """The validation numbers logged each epoch (NaN where undefined)."""
-    out = {"val_lesion_dice": res.lesion_dice}
-    for group in VAL_GROUPS:
-        for metric in ("f1", "iou"):
-            mean = res.summary["groups"][group][metric].mean
-            out[f"val_{group}_{metric}"] = math.nan if mean is None else mean
-    return out
-
-
-def _tensorboard(out_dir: Path, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional; log.csv always holds the same numbers
-        return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
-
-
 def _labelled_part(train_set: PreparedSet, cfg: RunConfig) -> PreparedSet:
     """The first `max_labelled` slices of a seeded shuffle (nested across N for one seed)."""
     if train_set.masks is None:
@@ -314,7 +139,7 @@ def train(
     docstring for what is written to `out_dir` and how resuming and DDP work."""
     if val_set is not None and val_set.masks is None:
         raise ValueError(f"validation set {val_set.name or ''!r} has no masks; it must be labelled")
-    d, device = _setup(device)
+    d, device = setup(device)
     result = _train(cfg, train_set, val_set, Path(out_dir), unlabelled, resume, progress, d, device)
     d.barrier()  # every rank returns only once rank 0 has written its files
     return result
@@ -336,6 +161,19 @@ class _Plan:
     steps: int  # steps per epoch
     augment: bool
 
+    def mine(self, d: Dist) -> torch.Tensor:
+        """This rank's rows of the whole step's draws: its labelled rows, then its unlabelled."""
+        bl, bu = self.batch_l, self.batch_u
+        return torch.cat(
+            [torch.arange(bl)[d.rank :: d.world], bl + torch.arange(bu)[d.rank :: d.world]]
+        )
+
+    @property
+    def has_lungs(self) -> bool:
+        """Every pool the batch draws from carries a lung field (else no batch["lung"])."""
+        pools = [self.labelled] + ([self.unlabelled] if self.unlabelled is not None else [])
+        return all(p.lungs is not None for p in pools)
+
     def split(self, val_set: PreparedSet | None) -> dict[str, list[str]]:
         out = {"train": self.labelled.ids, "val": val_set.ids if val_set is not None else []}
         if self.unlabelled is not None:
@@ -345,10 +183,10 @@ class _Plan:
 
 def _plan(
     cfg: RunConfig,
-    model: SegmentationModel,
+    objective: Objective,
     train_set: PreparedSet,
     unlabelled: PreparedSet | None,
-    d: _Dist,
+    d: Dist,
     say: Any,
 ) -> _Plan:
     tc = cfg.train
@@ -356,13 +194,16 @@ def _plan(
     if len(labelled) == 0:
         raise ValueError(f"training set {train_set.name or ''!r} is empty")
     use_unl = (
-        model.uses_unlabelled
+        objective.uses_unlabelled()
         and unlabelled is not None
         and len(unlabelled) > 0
         and tc.unlabelled_batch_size > 0
     )
     if unlabelled is not None and not use_unl:
-        say(f"note: {cfg.model} trains on labelled slices only here; the unlabelled set is unused")
+        say(
+            f"note: {cfg.model} with objective {cfg.objective!r} trains on labelled slices only "
+            f"here; the unlabelled set is unused"
+        )
     if tc.batch_size < d.world:
         raise ValueError(f"train.batch_size {tc.batch_size} is smaller than the {d.world} ranks")
     return _Plan(
@@ -388,46 +229,49 @@ def _batch(
     unl_idx: torch.Tensor | None,
     s: int,
     g: torch.Generator,
-    d: _Dist,
+    d: Dist,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Step s's rows for this rank: its share of the labelled, then of the unlabelled indices,
-    augmented with its rows of the whole step's draw (so every rank's generator stays in step)."""
+    augmented with its rows of the whole step's draw (so every rank's generator stays in step).
+    With lung fields in every pool, batch["lung"] (B, S, S) uint8 moves exactly like the masks."""
     bl, bu = plan.batch_l, plan.batch_u
     li = lab_idx[s * bl : (s + 1) * bl][d.rank :: d.world]
     images, masks = [plan.labelled.images[li]], [plan.labelled.masks[li]]
     flags = [torch.ones(len(li), dtype=torch.bool)]
+    lungs = [plan.labelled.lungs[li]] if plan.has_lungs else []
     if plan.unlabelled is not None:
         ui = unl_idx[s * bu : (s + 1) * bu][d.rank :: d.world]
         images.append(plan.unlabelled.images[ui])  # (u, 1, S, S)
         masks.append(torch.zeros(len(ui), *plan.labelled.masks.shape[1:], dtype=torch.long))
         flags.append(torch.zeros(len(ui), dtype=torch.bool))
+        lungs += [plan.unlabelled.lungs[ui]] if plan.has_lungs else []
     batch = {"image": torch.cat(images), "mask": torch.cat(masks), "labelled": torch.cat(flags)}
+    if lungs:
+        batch["lung"] = torch.cat(lungs).to(torch.uint8)  # (B, S, S) 0/1
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if plan.augment:
-        draws = sample_params(bl + bu, plan.labelled.images.shape[-1], g)
-        mine = torch.cat(
-            [torch.arange(bl)[d.rank :: d.world], bl + torch.arange(bu)[d.rank :: d.world]]
-        )
-        batch["image"], batch["mask"] = apply_params(
-            batch["image"], batch["mask"], draws.rows(mine)
-        )
+        draws = sample_params(bl + bu, plan.labelled.images.shape[-1], g).rows(plan.mine(d))
+        batch["image"], batch["mask"] = apply_params(batch["image"], batch["mask"], draws)
+        if lungs:
+            batch["lung"] = apply_geometry(batch["lung"], draws)
     return batch
 
 
 def _step(
     wrapped: nn.Module,
     batch: dict[str, torch.Tensor],
+    draws: Draws | None,
     optimizer: torch.optim.Optimizer,
     params: list[nn.Parameter],
     tc: Any,
-    d: _Dist,
+    d: Dist,
     device: torch.device,
 ) -> tuple[dict[str, float], bool]:
     """One guarded update. Returns the loss terms and whether the update was skipped: a
     non-finite loss or gradient norm, or a norm above `skip_grad_norm`, leaves the weights and
     the optimizer state untouched (decided jointly, so all ranks skip together)."""
-    losses = wrapped(batch)
+    losses = wrapped(batch, draws)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     # The total norm before clipping; max_norm=inf measures without clipping.
@@ -444,49 +288,34 @@ def _step(
     return terms, False
 
 
-class _Mean:
-    """Running mean of the loss terms over the steps that updated the weights."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.n = 0
-
-    def add(self, terms: dict[str, float], skipped: bool) -> None:
-        for k, v in terms.items():
-            # A skipped step still names its terms (so the log has their columns) but adds 0.
-            self.sums[k] = self.sums.get(k, 0.0) + (0.0 if skipped else v)
-        self.n += not skipped
-
-    def means(self) -> dict[str, float]:
-        return {k: (v / self.n if self.n else math.nan) for k, v in self.sums.items()}
-
-
-def _validate(model: SegmentationModel, val_set: PreparedSet, d: _Dist) -> dict[str, float]:
+def _validate(objective: Objective, val_set: PreparedSet, d: Dist) -> dict[str, float]:
     if d.world > 1:
         # BatchNorm statistics differ per rank; evaluating rank 0's on every rank gives all
         # ranks the same scores, hence the same best epoch, without sending the scores around.
-        for b in model.buffers():
+        # The objective's buffers include the student's and the teacher's (an EMA of them).
+        for b in objective.buffers():
             dist.broadcast(b, src=0)
-    metrics = _val_metrics(evaluate(model, val_set))
-    model.train()
+    metrics = val_metrics(evaluate(objective.eval_model(), val_set))
+    objective.train()
     return metrics
 
 
 def _resume(
     out: Path,
     cfg: RunConfig,
-    model: SegmentationModel,
+    objective: Objective,
     optimizer: torch.optim.Optimizer,
     sampler: torch.Generator,
-    d: _Dist,
+    d: Dist,
 ) -> tuple[_State, dict[str, torch.Tensor]]:
-    """Restore weights, optimizer, RNG states and progress from out/last.pt; the best weights
-    so far from out/best.pt."""
+    """Restore weights, teacher, optimizer, RNG states and progress from out/last.pt; the best
+    weights so far from out/best.pt."""
     ckpt = load_checkpoint(out / LAST_NAME, expected_model=cfg.model)
     _check_resume_config(out / LAST_NAME, ckpt["run_config"], cfg)
-    model.load_state_dict(ckpt["model_state"])
+    objective.model.load_state_dict(ckpt["model_state"])
+    objective.load_objective_state(ckpt["objective_state"], str(out / LAST_NAME))
     optimizer.load_state_dict(ckpt["optimizer_state"])
-    _restore_rng(ckpt["rng"], sampler, d)
+    restore_rng(ckpt["rng"], sampler, d)
     best = load_checkpoint(out / BEST_NAME, expected_model=cfg.model)["model_state"]
     return _State(**ckpt["extra"]["state"]), best
 
@@ -499,26 +328,28 @@ def _train(
     unlabelled: PreparedSet | None,
     resume: bool,
     progress: bool,
-    d: _Dist,
+    d: Dist,
     device: torch.device,
 ) -> TrainResult:
     tc = cfg.train
     say = _say(progress and d.main)
-    _seed(tc.seed)
+    seed_everything(tc.seed)
     model = build_model(cfg.model, cfg.model_config)
     # Each rank's model noise (dropout, latent sampling) differs; DDP broadcasts rank 0's weights.
     torch.manual_seed(tc.seed + d.rank)
     model.to(device)
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
+    # The objective wraps the model (and copies it into a teacher, if it has one).
+    objective = build_objective(cfg.objective, model, cfg.objective_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sampler = torch.Generator().manual_seed(tc.seed)  # batch indices and augmentation, all ranks
-    plan = _plan(cfg, model, train_set, unlabelled, d, say)
+    plan = _plan(cfg, objective, train_set, unlabelled, d, say)
     split = plan.split(val_set)
 
     state, best_state = _State(), None
     if resume and (out / LAST_NAME).exists():
-        state, best_state = _resume(out, cfg, model, optimizer, sampler, d)
+        state, best_state = _resume(out, cfg, objective, optimizer, sampler, d)
         say(f"resuming {out} after epoch {state.epoch} (step {state.step})")
     elif d.main:
         for stale in (out / LAST_NAME, out / BEST_NAME):
@@ -532,9 +363,11 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(cfg.to_dict(), indent=2)
         atomic_write(out / "config.json", lambda f: f.write(text + "\n"), binary=False)
-    log = _CsvLog(out / "log.csv", start_epoch, d.main)
-    board = _tensorboard(out, d.main)
-    wrapped: nn.Module = _LossAdapter(model)
+    log = CsvLog(out / "log.csv", start_epoch, d.main)
+    board = tensorboard(out, d.main)
+    # DDP wraps the objective: its forward holds every student pass of the step. The teacher's
+    # parameters do not require gradients, so DDP leaves them out of its reduction.
+    wrapped: nn.Module = objective
     if d.world > 1:
         # Some models leave parts unused on some batches (e.g. no unlabelled rows).
         wrapped = nn.parallel.DistributedDataParallel(
@@ -558,16 +391,19 @@ def _train(
     )
     started = time.perf_counter()
     step_times: list[float] = []
-    model.train()
+    size, mine = plan.labelled.images.shape[-1], plan.mine(d)
+    objective.train()
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         lab_idx, unl_idx = _epoch_indices(plan, sampler)
-        epoch_mean, window_mean = _Mean(), _Mean()
+        epoch_mean, window_mean = Mean(), Mean()
         for s in range(plan.steps):
             t0 = time.perf_counter()
             batch = _batch(plan, lab_idx, unl_idx, s, sampler, d, device)
             if tc.channels_last:
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
-            terms, skipped = _step(wrapped, batch, optimizer, params, tc, d, device)
+            draws = rows_of(objective.draw(plan.batch_l + plan.batch_u, size, sampler), mine)
+            terms, skipped = _step(wrapped, batch, draws, optimizer, params, tc, d, device)
+            objective.after_step(skipped)
             state.skipped += skipped
             state.step += 1
             epoch_mean.add(terms, skipped)
@@ -584,10 +420,10 @@ def _train(
                 )
             if (s + 1) % tc.log_every == 0 and s + 1 < plan.steps:
                 log.write(_row(epoch, state, window_mean, started))
-                window_mean = _Mean()
+                window_mean = Mean()
 
         validate = val_set is not None and (epoch % tc.eval_every == 0 or epoch == tc.epochs)
-        metrics = _validate(model, val_set, d) if validate else {}
+        metrics = _validate(objective, val_set, d) if validate else {}
         # Select on Table 1's overall F1 (GGO, consolidation and non-lesion F1 averaged): lesion
         # Dice alone rewards an early model that paints every pixel as consolidation.
         score = metrics.get("val_overall_f1", math.nan)
@@ -610,7 +446,7 @@ def _train(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             state.best_metric = None if math.isnan(score) else score
             state.best_epoch = epoch
-        rng = _rng_state(sampler, d)  # a collective under DDP: every rank takes part
+        rng = rng_state(sampler, d)  # a collective under DDP: every rank takes part
         common = dict(epoch=epoch, step=state.step, metrics=metrics, split=split)
         # best.pt may run ahead of last.pt (written every `checkpoint_every` epochs): a resume
         # repeats the epochs since last.pt, and the loop is deterministic on CPU, so it reaches
@@ -625,6 +461,7 @@ def _train(
                 optimizer,
                 rng=rng,
                 extra={"state": vars(state)},
+                objective_state=objective.objective_state(),
                 **common,
             )
     bar.close()
@@ -634,7 +471,7 @@ def _train(
     return _result(model, best_state, out, state, start_epoch)
 
 
-def _row(epoch: int, state: _State, mean: _Mean, started: float | None) -> dict[str, Any]:
+def _row(epoch: int, state: _State, mean: Mean, started: float | None) -> dict[str, Any]:
     """A log line: mean loss terms over the good steps since the previous line."""
     seconds = state.elapsed + (0.0 if started is None else time.perf_counter() - started)
     return {

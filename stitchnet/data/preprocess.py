@@ -25,7 +25,7 @@ from stitchnet.data.lungfield import LungSegmenter, load_lung_segmenter, lung_bo
 from stitchnet.data.sources import DataError
 from stitchnet.data.types import PreparedSet, SliceRecord
 
-CACHE_FORMAT = 1  # bump when the pre-processing changes, so old caches are not reused
+CACHE_FORMAT = 2  # bump when the pre-processing changes, so old caches are not reused (2: lungs)
 _CHUNK = 32  # slices per lung-segmenter batch
 
 
@@ -89,6 +89,8 @@ def prepare(
     labelled = records[0].mask is not None
     images = torch.empty(n, 1, s, s, dtype=torch.float32)
     masks = torch.empty(n, s, s, dtype=torch.int64) if labelled else None
+    # The lung field the crop came from, on the same grid (only when the segmenter ran).
+    lungs = torch.empty(n, s, s, dtype=torch.uint8) if seg is not None else None
     boxes: list[tuple[int, int, int, int]] = []
     bar = tqdm(total=n, desc=f"preparing {name or 'slices'}", unit="slice", disable=not progress)
     for start in range(0, n, _CHUNK):
@@ -103,6 +105,8 @@ def prepare(
             images[start + i] = resize_image(r.image[y0:y1, x0:x1], s)
             if masks is not None:
                 masks[start + i] = resize_mask(r.mask[y0:y1, x0:x1], s)
+            if lungs is not None:
+                lungs[start + i] = resize_mask(fields[i][y0:y1, x0:x1], s).to(torch.uint8)
         boxes += chunk_boxes
         bar.update(len(chunk))
     bar.close()
@@ -115,6 +119,7 @@ def prepare(
         boxes=boxes,
         orig_shapes=[tuple(int(v) for v in r.image.shape) for r in records],
         name=name,
+        lungs=lungs,
         meta={
             "cache_key": key,
             "data_config": dataclasses.asdict(cfg),
@@ -203,6 +208,8 @@ def _save_cache(stem: Path, prepared: PreparedSet) -> None:
     tensors = {"images": prepared.images}
     if prepared.masks is not None:
         tensors["masks"] = prepared.masks.to(torch.uint8)  # class ids 0..3: a quarter of the disk
+    if prepared.lungs is not None:
+        tensors["lungs"] = prepared.lungs.to(torch.uint8)
     meta = {
         "ids": prepared.ids,
         "patient_ids": prepared.patient_ids,
@@ -229,6 +236,7 @@ def _load_cache(stem: Path, key: str) -> PreparedSet | None:
         tensors = torch.load(pt, map_location="cpu", weights_only=True)
         images = tensors["images"]
         masks = tensors["masks"].long() if "masks" in tensors else None
+        lungs = tensors.get("lungs")
         if meta["meta"]["cache_key"] != key or images.shape[0] != len(meta["ids"]):
             raise ValueError("cache key or slice count does not match")
     except Exception as e:  # a damaged cache is rebuilt, never trusted
@@ -245,4 +253,5 @@ def _load_cache(stem: Path, key: str) -> PreparedSet | None:
         orig_shapes=[tuple(s) for s in meta["orig_shapes"]],
         name=meta["name"],
         meta={**meta["meta"], "from_cache": True},
+        lungs=lungs,
     )

@@ -32,6 +32,9 @@ class PreparedSet:
     orig_shapes: list[tuple[int, int]]  # (H, W) of each original slice
     name: str = ""
     meta: dict = field(default_factory=dict)
+    # (N, S, S) uint8 0/1 lung field, cropped and resized like the image (nearest); None where
+    # unknown. Semi-supervised objectives keep pseudo-labels inside it (stitchnet.objectives).
+    lungs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -52,4 +55,5 @@ class PreparedSet:
             orig_shapes=[self.orig_shapes[i] for i in idx],
             name=self.name if name is None else name,
             meta=dict(self.meta),
+            lungs=None if self.lungs is None else self.lungs[t],
         )
