@@ -1,0 +1,99 @@
+"""`segment_volume`: a whole CT volume through the lung segmenter and a trained model.
+
+Each display slice (Z index) goes the way the model's training slices went: HU -> the run's
+data window (`DataConfig.lung_window`) -> the shipped lung segmenter's field -> crop to the lung
+box (when the run config crops) -> resize -> the model -> argmax -> back to the slice's size
+(the kernel shared with `predict_folder`). The per-slice lung fields are then cleaned in 3-D
+(lung3d.py) and bound the output:
+
+    outside the lung mask           0 (background), whatever the model said
+    inside, model says background   1 (healthy lung): the lung mask, not the model, decides
+                                    where lung ends, so a "background" pixel inside it is lung
+    inside, otherwise               the model's class (1 healthy, 2 GGO, 3 consolidation)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stitchnet.config import DataConfig
+from stitchnet.data.lungfield import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
+from stitchnet.data.preprocess import resize_image
+from stitchnet.data.sources import hu_window
+from stitchnet.data.volumes import Volume
+from stitchnet.inference.kernel import predict_classes
+from stitchnet.inference.lung3d import lung_mask_3d, outside_air, split_lungs
+
+
+@dataclass
+class Segmentation:
+    """The output of `segment_volume`, in the volume's display orientation (Z, Y, X)."""
+
+    labels: np.ndarray  # (Z, Y, X) uint8 class ids 0-3, 0 everywhere outside the lung mask
+    lung: np.ndarray  # (Z, Y, X) uint8: 0 outside, 1 the patient's right lung, 2 the left
+    raw: np.ndarray  # (Z, Y, X) uint8 the model's classes before the lung mask bounded them
+
+
+def segment_volume(
+    model: torch.nn.Module,
+    data_cfg: DataConfig,
+    vol: Volume,
+    lung_model: LungSegmenter | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Segmentation:
+    """Segment every slice of `vol` and bound the result by the scan's 3-D lung mask.
+
+    Args:
+        model: a segmenter in eval mode, (B, 1, S, S) -> logits (B, 4, S, S); pass
+            `inference.fast.inference_copy(model)` for speed.
+        data_cfg: the pre-processing the model was trained with (its run config's `data`).
+        vol: the scan, from `data.volumes.read_volume`.
+        lung_model: the lung-field segmenter; None loads the shipped one.
+        batch_size: slices per batch through both networks.
+        progress: a tqdm bar over slices.
+    Raises:
+        NoLungError: no lung in the scan (a DataError).
+    """
+    if not getattr(model, "segments", True):
+        raise ValueError(
+            f"{type(model).__name__} does not segment (its forward returns an image); expected "
+            f"a segmentation model such as unet or stitchnet"
+        )
+    seg = lung_model if lung_model is not None else load_lung_segmenter()
+    n, h, w = vol.hu.shape
+    size = data_cfg.image_size
+    fields = np.zeros((n, h, w), dtype=np.uint8)  # per-slice 2-D lung fields
+    raw = np.zeros((n, h, w), dtype=np.uint8)
+    bar = tqdm(total=n, desc=f"segmenting {n} slices", unit="slice", disable=not progress)
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        images = [hu_window(vol.hu[z], data_cfg.lung_window) for z in range(start, stop)]
+        found = lung_fields(seg, images, data_cfg.morph_radius, batch_size)  # each (H, W) 0/1
+        for z, field in enumerate(found, start):
+            # The air around the patient is never lung; without this the crop box below would
+            # span the whole field of view on scans with air around the body.
+            fields[z] = field * ~outside_air(vol.hu[z], vol.body[z])
+        if data_cfg.crop_to_lung:
+            boxes = [lung_box(f, data_cfg.crop_margin) for f in fields[start:stop]]
+        else:
+            boxes = [(0, h, 0, w)] * len(images)
+        x = torch.stack(
+            [
+                resize_image(im[y0:y1, x0:x1], size)
+                for im, (y0, y1, x0, x1) in zip(images, boxes, strict=True)
+            ]
+        )  # (b, 1, S, S)
+        for z, full in enumerate(
+            predict_classes(model, x, boxes, [(h, w)] * len(images), batch_size), start
+        ):
+            raw[z] = full  # (H, W)
+        bar.update(stop - start)
+    bar.close()
+    lung = lung_mask_3d(fields, vol.body, vol.source)  # (Z, Y, X) bool
+    labels = np.where(lung, np.maximum(raw, 1), 0).astype(np.uint8)
+    return Segmentation(labels=labels, lung=split_lungs(lung), raw=raw)

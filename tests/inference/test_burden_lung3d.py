@@ -1,0 +1,98 @@
+"""Burden in mL and the 3-D lung clean-up, on tiny hand-made volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stitchnet.inference.burden import burden_csv, lesion_burden
+from stitchnet.inference.lung3d import (
+    LEFT,
+    LR_AXIS,
+    RIGHT,
+    NoLungError,
+    lung_mask_3d,
+    outside_air,
+    split_lungs,
+)
+
+
+def test_burden_is_voxel_count_times_voxel_volume():
+    # 1 x 2 x 4 labels: right lung = row 0, left lung = row 1.
+    labels = np.array([[[1, 2, 2, 3], [1, 1, 3, 0]]], dtype=np.uint8)
+    sides = np.array([[[1, 1, 1, 1], [2, 2, 2, 0]]], dtype=np.uint8)
+    voxel_ml = 0.7 * 0.7 * 2.5 / 1000  # (2.5, 0.7, 0.7) mm spacing
+    b = lesion_burden(labels, sides, voxel_ml)
+    assert b["right"]["lung_voxels"] == 4 and b["left"]["lung_voxels"] == 3
+    assert b["right"]["ggo_ml"] == pytest.approx(2 * voxel_ml)
+    assert b["right"]["consolidation_ml"] == pytest.approx(1 * voxel_ml)
+    assert b["left"]["ggo_ml"] == 0 and b["left"]["consolidation_ml"] == pytest.approx(voxel_ml)
+    assert b["total"]["lung_ml"] == pytest.approx(7 * voxel_ml)
+    assert b["right"]["ggo_pct"] == pytest.approx(50.0)
+    assert b["total"]["lesion_pct"] == pytest.approx(100 * 4 / 7)
+    csv = burden_csv(b).splitlines()
+    assert csv[0].startswith("region,lung_ml") and csv[3].startswith("total,")
+
+
+def test_burden_of_a_missing_side_has_no_percentages():
+    labels = np.array([[[1, 2]]], dtype=np.uint8)
+    sides = np.array([[[1, 1]]], dtype=np.uint8)
+    b = lesion_burden(labels, sides, 1.0)
+    assert b["left"]["lung_ml"] == 0 and b["left"]["ggo_pct"] is None
+    assert b["total"]["ggo_pct"] == pytest.approx(50.0)
+
+
+def _box(shape, lo, hi):
+    m = np.zeros(shape, dtype=bool)
+    m[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = True
+    return m
+
+
+def test_lung_mask_keeps_two_lungs_drops_specks_and_fills_holes():
+    shape = (4, 20, 20)
+    right = _box(shape, (0, 1, 2), (4, 9, 18))  # 4*8*16 = 512 voxels
+    left = _box(shape, (0, 11, 2), (4, 19, 18))
+    speck = _box(shape, (0, 0, 0), (1, 1, 1))
+    fields = (right | left | speck).astype(np.uint8)
+    fields[2, 5, 10] = 0  # a vessel the segmenter left out: a hole, filled
+    mask = lung_mask_3d(fields, np.ones(shape, dtype=bool))
+    assert mask.sum() == 2 * 512 and not mask[0, 0, 0] and mask[2, 5, 10]
+    # Intersected with the body (the field of view): nothing outside it.
+    body = np.ones(shape, dtype=bool)
+    body[:, :, :5] = False
+    assert not lung_mask_3d(fields, body)[:, :, :5].any()
+
+
+def test_lung_mask_without_lung_raises():
+    shape = (3, 10, 10)
+    with pytest.raises(NoLungError, match="no lung found"):
+        lung_mask_3d(np.zeros(shape, np.uint8), np.ones(shape, dtype=bool), source="scan.nii")
+
+
+def test_split_two_lungs_and_touching_lungs_by_midline():
+    shape = [3, 3, 3]
+    shape[LR_AXIS] = 10
+    lo, hi = [0, 0, 0], list(shape)
+    hi_r = list(hi)
+    hi_r[LR_AXIS] = 4  # indices 0-3: towards the patient's right
+    lo_l = list(lo)
+    lo_l[LR_AXIS] = 6  # indices 6-9: towards the patient's left
+    two = _box(shape, lo, hi_r) | _box(shape, lo_l, hi)
+    sides = split_lungs(two)
+    assert (sides[_box(shape, lo, hi_r)] == RIGHT).all()
+    assert (sides[_box(shape, lo_l, hi)] == LEFT).all()
+    assert (sides[~two] == 0).all()
+    # Touching lungs (one component spanning 0-9): the midline at 5 splits them 5 / 5.
+    one = np.ones(shape, dtype=bool)
+    sides = split_lungs(one)
+    assert (sides == LEFT).sum() == (sides == RIGHT).sum() == one.sum() // 2
+    assert (np.take(sides, 0, axis=LR_AXIS) == RIGHT).all()
+
+
+def test_outside_air_is_air_connected_to_the_border_or_padding():
+    hu = np.full((9, 9), -1000.0)  # air
+    hu[1:8, 1:8] = 40.0  # a body of soft tissue
+    hu[3:6, 3:6] = -850.0  # a lung enclosed by it
+    body = np.ones((9, 9), dtype=bool)
+    out = outside_air(hu, body)
+    assert out[0].all() and out[:, 0].all() and not out[1:8, 1:8].any()
