@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stitchnet.config import PRESETS
 from stitchnet.models import MODEL_NAMES
+from stitchnet.segment_cli import add_segment_command
 
 BUNDLED_LABELLED = "data/medseg_covid19_train50"
 BUNDLED_UNLABELLED = "data/covid19_ct_seg_20cases_unlabelled"
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)write the report of a reproduce folder from its runs")
     p.add_argument("run_dir", help="folder written by `stitchnet reproduce`")
+    add_segment_command(sub)  # `stitchnet segment SCAN --out DIR`: stitchnet/segment_cli.py
     return parser
 
 
@@ -175,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=args.cache,
                 progress=progress,
             )
+        elif args.command == "segment":
+            args.func(args)
         elif args.command == "report":
             path = write_report(args.run_dir)
             print(f"wrote {path}")
