@@ -1,0 +1,201 @@
+"""Each objective's loss on hand-made tensors, with a test-double model whose logits are known:
+
+    logits(x) = k * [1 - x, 0, x, 0]   (background where x = 0, GGO where x = 1)
+
+so at k = 10 a pixel of 0 or 1 is confident (> 0.9998) and a pixel of 0.5 is not (0.5).
+"""
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stitchnet.augment import StrongParams
+from stitchnet.models import build_model
+from stitchnet.models.base import SegmentationModel
+from stitchnet.objectives import OBJECTIVES, build_objective, objective_config
+from stitchnet.objectives.fixmatch import FixMatchConfig
+
+
+@dataclass(frozen=True)
+class DoubleConfig:
+    k: float = 10.0
+
+
+class Double(SegmentationModel):
+    name = "double"
+    config_class = DoubleConfig
+
+    def __init__(self, config: DoubleConfig) -> None:
+        super().__init__(config)
+        self.k = torch.nn.Parameter(torch.tensor(config.k))
+        self.loss_calls, self.dropouts = 0, []
+
+    def forward(self, x, feature_dropout: float = 0.0):
+        self.dropouts.append(feature_dropout)
+        z = torch.zeros_like(x)
+        return self.k * torch.cat([1 - x, z, x, z], dim=1)  # (B, 4, H, W)
+
+    def loss(self, batch):
+        self.loss_calls += 1
+        lab = batch["labelled"]
+        ce = F.cross_entropy(self(batch["image"][lab]), batch["mask"][lab])
+        return {"loss": ce, "seg": ce.detach()}
+
+
+def _batch():
+    """2 labelled rows, then 2 unlabelled; each 4x4 slice has image rows 0-1 at 1 (8 pixels),
+    row 2 at 0.5 (4) and row 3 at 0 (4): over the unlabelled slices 16 pixels of 1, 8 of 0.5
+    and 8 of 0."""
+    x = torch.zeros(4, 1, 4, 4)
+    x[:, :, :2] = 1.0
+    x[:, :, 2] = 0.5
+    mask = (x[:, 0] == 1).long() * 2
+    return {"image": x, "mask": mask, "labelled": torch.tensor([True, True, False, False])}
+
+
+def _identity_views(n: int, brightness: float = 0.0) -> StrongParams:
+    """Strong views that only add `brightness` (then clamp): no gamma, contrast, blur or box."""
+    return StrongParams(
+        jitter=torch.ones(n, dtype=torch.bool),
+        brightness=torch.full((n,), brightness),
+        contrast=torch.ones(n),
+        gamma=torch.ones(n),
+        blur=torch.zeros(n, dtype=torch.bool),
+        sigma=torch.ones(n),
+        cutmix=torch.zeros(n, dtype=torch.bool),
+        box=torch.zeros(n, 4, dtype=torch.long),
+    )
+
+
+# CE of label 2 at logits k * [0.5, 0, 0.5, 0] (a pixel of 1 darkened to 0.5), k = 10.
+CE_HALF = math.log(2 + 2 * math.exp(-5))
+CE_SURE = math.log(1 + 3 * math.exp(-10))  # CE of the confident label at a pixel of 0 or 1
+
+
+def test_registry_names_and_wrong_name():
+    assert OBJECTIVES == ("none", "mean_teacher", "fixmatch", "unimatch", "bcp")
+    with pytest.raises(ValueError, match=r"unknown objective 'fixmatc'; expected one of \["):
+        build_objective("fixmatc", Double(DoubleConfig()))
+    with pytest.raises(ValueError, match="unknown FixMatchConfig keys"):
+        objective_config("fixmatch", {"treshold": 0.9})
+    cfg = objective_config("fixmatch", {"class_thresholds": [0.95, 0.95, 0.7, 0.7]})
+    assert cfg == FixMatchConfig(class_thresholds=(0.95, 0.95, 0.7, 0.7))
+
+
+def test_none_is_the_models_own_loss():
+    model = Double(DoubleConfig())
+    b = _batch()
+    terms = build_objective("none", model)(b, None)
+    assert terms.keys() == {"loss", "seg"}
+    assert torch.equal(terms["loss"], model.loss(b)["loss"])
+
+
+def test_fixmatch_threshold_masks_what_it_should():
+    model = Double(DoubleConfig())
+    obj = build_objective("fixmatch", model, {"cutmix": False})
+    b = _batch()
+    # Darken the strong views by 0.5: sure GGO pixels (1) become 0.5, sure background stays 0.
+    terms = obj(b, {"s1": _identity_views(4, brightness=-0.5)})
+    assert model.loss_calls == 1  # the supervised/ELBO part runs once per step
+    # Unlabelled pixels: 16 of 1 (kept, CE_HALF), 8 of 0.5 (rejected), 8 of 0 (kept, CE_SURE).
+    assert terms["mask_ratio"].item() == pytest.approx(24 / 32)
+    assert terms["loss_u"].item() == pytest.approx((16 * CE_HALF + 8 * CE_SURE) / 32, rel=1e-5)
+    assert terms["lesion_share"].item() == pytest.approx(16 / 24)
+    total = terms["seg"] + terms["loss_u"]
+    assert terms["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+    terms["loss"].backward()
+    assert model.k.grad is not None and float(model.k.grad) != 0
+
+
+def test_fixmatch_inside_the_lung_only():
+    model = Double(DoubleConfig())
+    obj = build_objective("fixmatch", model, {"cutmix": False})
+    b = _batch()
+    b["lung"] = torch.zeros(4, 4, 4, dtype=torch.uint8)  # no lung: every pixel is background
+    terms = obj(b, {"s1": _identity_views(4, brightness=-0.5)})
+    assert terms["mask_ratio"].item() == 1.0 and terms["lesion_share"].item() == 0.0
+    # Label 0 everywhere: darkened 1-pixels give logits [5, 0, 5, 0], CE of class 0 = CE_HALF;
+    # 0.5-pixels turn 0 (sure background, CE_SURE); 0-pixels stay 0 (CE_SURE).
+    assert terms["loss_u"].item() == pytest.approx((16 * CE_HALF + 16 * CE_SURE) / 32, rel=1e-5)
+
+
+def test_fixmatch_without_unlabelled_rows_adds_nothing():
+    model = Double(DoubleConfig())
+    b = _batch()
+    b["labelled"] = torch.ones(4, dtype=torch.bool)
+    terms = build_objective("fixmatch", model)(b, {"s1": _identity_views(4)})
+    assert terms["loss_u"].item() == 0.0 and torch.equal(terms["loss"], model.loss(b)["loss"])
+
+
+def test_unimatch_weights_two_views_and_the_feature_stream():
+    model = Double(DoubleConfig())
+    obj = build_objective("unimatch", model, {"cutmix": False})
+    views = {"s1": _identity_views(4, -0.5), "s2": _identity_views(4, 0.0)}
+    terms = obj(_batch(), views)
+    assert 0.5 in model.dropouts  # the feature stream asked for dropout 0.5
+    assert terms["loss_s1"].item() == pytest.approx((16 * CE_HALF + 8 * CE_SURE) / 32, rel=1e-5)
+    assert terms["loss_s2"].item() == pytest.approx(24 * CE_SURE / 32, rel=1e-3)
+    expected = terms["seg"] + 0.25 * terms["loss_s1"] + 0.25 * terms["loss_s2"]
+    expected = expected + 0.5 * terms["loss_fp"]
+    assert terms["loss"].item() == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_mean_teacher_ema_moves_only_on_applied_steps():
+    model = Double(DoubleConfig(k=10.0))
+    obj = build_objective("mean_teacher", model)
+    assert not obj.teacher.k.requires_grad
+    with torch.no_grad():
+        model.k.fill_(4.0)
+    obj.after_step(skipped=True)
+    assert float(obj.teacher.k) == 10.0 and int(obj.updates) == 0 and int(obj.steps) == 1
+    obj.after_step(skipped=False)  # update 0: decay min(1 - 1/1, 0.99) = 0, a copy
+    assert float(obj.teacher.k) == 4.0
+    with torch.no_grad():
+        model.k.fill_(6.0)
+    obj.after_step(skipped=False)  # update 1: decay 0.5
+    assert float(obj.teacher.k) == 5.0
+    state = obj.objective_state()
+    assert set(state) == {"steps", "updates", "teacher.k"}  # not the student's weights
+
+
+def test_mean_teacher_consistency_and_ramp():
+    model = Double(DoubleConfig())
+    obj = build_objective("mean_teacher", model, {"rampup_steps": 10})
+    same = obj(_batch(), {"s1": _identity_views(4)})
+    assert same["consistency"].item() == 0.0  # teacher == student, identical views
+    assert same["consistency_weight"].item() == pytest.approx(0.1 * math.exp(-5))
+    moved = obj(_batch(), {"s1": _identity_views(4, -0.5)})
+    # 16 pixels of 1 turn 0.5: teacher p ~ (0, 0, 1, 0), student ~ (1/2, 0, 1/2, 0); 8 pixels
+    # of 0.5 turn 0: teacher ~ (1/2, 0, 1/2, 0), student ~ (1, 0, 0, 0). Each squared distance
+    # (summed over classes) is ~0.5; the mean is over 32 pixels and 4 classes.
+    expected = 24 * 0.5 / (32 * 4)
+    assert moved["consistency"].item() == pytest.approx(expected, rel=2e-2)
+
+
+def test_bcp_with_a_whole_slice_box_and_alpha_zero_is_the_labelled_ce():
+    model = Double(DoubleConfig(k=1.0))
+    obj = build_objective("bcp", model, {"alpha": 0.0})
+    b = _batch()
+    whole = _identity_views(4)
+    whole = StrongParams(**{**whole.__dict__, "box": torch.tensor([[0, 4, 0, 4]] * 4)})
+    terms = obj(b, {"box": whole})
+    # in = the unlabelled rows (weight 0), out = the labelled rows with their true masks.
+    ce = F.cross_entropy(model(b["image"][:2]), b["mask"][:2])
+    assert terms["loss_mix"].item() == pytest.approx(float(ce) / 2, rel=1e-6)
+
+
+def test_a_model_without_class_logits_is_refused():
+    svae = build_model("svae", preset="debug")
+    with pytest.raises(ValueError, match="returns an image"):
+        build_objective("fixmatch", svae)
+    assert build_objective("none", svae).uses_unlabelled()  # the ELBO uses unlabelled rows
+
+
+def test_ssl_objectives_use_unlabelled_rows_for_any_model():
+    unet = build_model("unet", preset="debug")
+    assert not build_objective("none", unet).uses_unlabelled()
+    for name in OBJECTIVES[1:]:
+        assert build_objective(name, build_model("unet", preset="debug")).uses_unlabelled()
