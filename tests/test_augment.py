@@ -3,7 +3,19 @@ from dataclasses import replace
 import pytest
 import torch
 
-from stitchnet.augment import AugmentParams, AugmentSpec, apply_params, augment_batch, sample_params
+from stitchnet.augment import (
+    AugmentParams,
+    AugmentSpec,
+    apply_geometry,
+    apply_params,
+    apply_strong,
+    augment_batch,
+    box_masks,
+    gaussian_blur,
+    sample_boxes,
+    sample_params,
+    sample_strong,
+)
 
 
 def _binary_batch(n=16, size=16, seed=0):
@@ -96,3 +108,45 @@ def test_shape_errors_are_explained():
         augment_batch(
             torch.rand(2, 1, 8, 6), torch.zeros(2, 8, 6, dtype=torch.long), torch.Generator()
         )
+
+
+def test_strong_view_is_a_deterministic_function_of_its_seed():
+    images = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def view(seed):
+        params = sample_strong(6, 16, torch.Generator().manual_seed(seed))
+        return apply_strong(images, params), params
+
+    (a, pa), (b, _), (c, pc) = view(1), view(1), view(2)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c) and not torch.equal(pa.box, pc.box)
+    assert a.min() >= 0 and a.max() <= 1 and a.shape == images.shape
+
+
+def test_blur_keeps_a_constant_image_and_spreads_a_point():
+    flat = torch.full((1, 9, 9), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 1.5), flat)
+    point = torch.zeros(1, 9, 9)
+    point[0, 4, 4] = 1.0
+    out = gaussian_blur(point, 1.0)
+    assert out.sum() == pytest.approx(1.0, abs=1e-5)  # reflection only matters at the border
+    assert out[0, 4, 4] < 1.0 and out[0, 4, 5] > 0 and out[0, 4, 4] == out.max()
+
+
+def test_boxes_have_the_drawn_size_and_lie_inside():
+    boxes = sample_boxes(50, 32, torch.Generator().manual_seed(0), area=(0.25, 0.25))
+    h, w = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    assert (h == 16).all() and (w == 16).all()  # area 1/4, ratio 1: a 16 x 16 box
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] <= 32).all() and (boxes[:, 3] <= 32).all()
+    masks = box_masks(boxes[:2], 32, use=torch.tensor([True, False]))
+    assert masks[0].sum() == 256 and masks[1].sum() == 0
+
+
+def test_lung_maps_move_exactly_like_the_masks():
+    images, masks = _binary_batch(n=8)
+    params = sample_params(8, 16, torch.Generator().manual_seed(5), AugmentSpec(max_shift=0.25))
+    _, moved_masks = apply_params(images, masks, params)
+    lungs = (masks > 0).to(torch.uint8)
+    moved = apply_geometry(lungs, params)
+    assert moved.dtype == torch.uint8
+    assert torch.equal(moved, (moved_masks > 0).to(torch.uint8))
