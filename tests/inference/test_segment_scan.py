@@ -1,0 +1,186 @@
+"""`stitchnet segment` end to end on small DICOM and NIfTI chest scans built from bundled slices.
+
+The factory places each bundled (tightly cropped) slice in air; a real chest has its chest wall
+around the lungs. `_chest` puts soft tissue around the crop and leaves a ring of air between the
+patient and the scanner's field of view, so the scans have air outside the body, FOV padding, and
+lungs enclosed by the body, as real scans do. The shipped default model segments them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import volume_factory as vf
+from PIL import Image
+
+from stitchnet.cli import main
+from stitchnet.data.volumes import read_volume
+from stitchnet.inference.burden import lesion_burden
+from stitchnet.inference.defaults import DEFAULT_MODEL
+from stitchnet.inference.scan import segment_scan
+
+SIZE = 96  # px per slice side
+N = 4  # slices
+_original_display_scan = vf.display_scan
+
+
+def _chest(n_slices: int = 6, size: int = 128, pad: float = -3024.0) -> vf.DisplayScan:
+    """The factory's scan with soft tissue (40 HU) around the crop out to 0.47 of the side, and
+    air (-1000 HU) from there to the field of view."""
+    scan = _original_display_scan(n_slices, size, pad)
+    placed = ((scan.hu != vf.AIR_HU) & scan.body).any(axis=0)  # (Y, X) where the crops lie
+    rows, cols = np.nonzero(placed)
+    crop = np.zeros((size, size), dtype=bool)
+    crop[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+    yy, xx = np.mgrid[:size, :size]
+    c = (size - 1) / 2
+    chest_wall = ((yy - c) ** 2 + (xx - c) ** 2 <= (0.47 * size) ** 2) & ~crop
+    hu = scan.hu.copy()
+    hu[:, chest_wall & scan.body[0]] = 40.0
+    return vf.DisplayScan(hu, scan.masks, scan.lung, scan.body)
+
+
+@pytest.fixture(autouse=True)
+def _chest_scans(monkeypatch):
+    monkeypatch.setattr(vf, "display_scan", _chest)
+
+
+def _air_outside_body(size: int = SIZE) -> np.ndarray:
+    """(Y, X) bool: the air ring between the chest wall and the field of view."""
+    scan = _chest(1, size)
+    return (scan.hu[0] == -1000.0) & scan.body[0] & _ring(size)
+
+
+def _ring(size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    c = (size - 1) / 2
+    return (yy - c) ** 2 + (xx - c) ** 2 > (0.47 * size) ** 2
+
+
+def _labels_display(out: Path, scan: Path) -> tuple[np.ndarray, np.ndarray]:
+    """labels.nii.gz and lung.nii.gz of `out` back in the scan's display orientation."""
+    vol = read_volume(scan)
+    arrays = []
+    for name in ("labels.nii.gz", "lung.nii.gz"):
+        data = np.asarray(nib.load(out / name).dataobj)
+        xyz = nib.orientations.apply_orientation(data, vol.ornt)  # input -> (L, P, S) order
+        arrays.append(np.transpose(xyz, (2, 0, 1)))  # -> (Z, Y, X), as Volume.hu
+    return arrays[0], arrays[1]
+
+
+@pytest.fixture(scope="module")
+def dicom_run(tmp_path_factory):
+    """A tree with the chest CT series and a shorter second CT series, segmented once."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(vf, "display_scan", _chest)
+    root = tmp_path_factory.mktemp("scan")
+    folder, hu, _ = vf.make_dicom_series(root / "tree", N, SIZE, series_uid="1.2.3.4.100")
+    vf.make_dicom_series(root / "tree", 2, SIZE, subfolder="scout", series_uid="1.2.3.4.200")
+    out = root / "out"
+    burden = segment_scan(root / "tree", out, progress=False)
+    mp.undo()
+    return root, folder, hu, out, burden
+
+
+def test_dicom_tree_outputs_geometry_and_series(dicom_run):
+    root, _, hu, out, burden = dicom_run
+    assert sorted(p.name for p in out.iterdir()) == [
+        "burden.csv",
+        "burden.json",
+        "labels.nii.gz",
+        "lung.nii.gz",
+        "overlays",
+    ]
+    assert burden["series_uid"] == "1.2.3.4.100"  # the CT series with the most slices
+    assert json.loads((out / "burden.json").read_text()) == burden
+    labels = nib.load(out / "labels.nii.gz")
+    expected_affine = vf.dicom_affine(N)
+    assert labels.shape == (SIZE, SIZE, N) == nib.load(out / "lung.nii.gz").shape
+    assert np.allclose(labels.affine, expected_affine)
+    assert labels.get_data_dtype() == np.uint8
+    assert len(list((out / "overlays").glob("slice_*.png"))) == N
+    assert Image.open(out / "overlays" / "slice_0000.png").size == (SIZE, SIZE)
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_lesions_only_inside_lung_and_body_and_burden_matches_labels(dicom_run):
+    root, folder, hu, out, burden = dicom_run
+    labels, lung = _labels_display(out, root / "tree")
+    assert set(np.unique(labels)) <= {0, 1, 2, 3} and (labels > 0).any()
+    assert np.array_equal(labels > 0, lung > 0)  # inside the lung: class >= 1; outside: 0
+    assert (labels[:, _air_outside_body()] == 0).all()  # the air around the patient
+    assert (labels[hu < -1500] == 0).all()  # the scanner's FOV padding
+    voxel_ml = 2.5 * 0.8 * 0.7 / 1000  # the factory's spacing
+    assert burden["voxel_volume_ml"] == pytest.approx(voxel_ml)
+    total = burden["regions"]["total"]
+    assert total["ggo_ml"] == pytest.approx((labels == 2).sum() * voxel_ml)
+    assert total["lung_ml"] == pytest.approx((lung > 0).sum() * voxel_ml)
+    for region, expected in lesion_burden(labels, lung, voxel_ml).items():
+        assert burden["regions"][region] == pytest.approx(expected)
+    # The lung mask follows the bundled slices' own lung field, slice by slice, in order.
+    truth = vf.display_scan(N, SIZE).lung > 0
+    for z in range(N):
+        inter = (truth[z] & (lung[z] > 0)).sum()
+        assert inter / (truth[z] | (lung[z] > 0)).sum() > 0.5, z
+
+
+def test_nifti_conversion_gives_identical_labels(dicom_run, tmp_path):
+    root, folder, hu, out, _ = dicom_run
+    nii = vf.dicom_to_nifti(tmp_path / "scan.nii.gz", hu, vf.dicom_affine(N), axcodes="LAS")
+    segment_scan(nii, tmp_path / "out", overlays=False, progress=False)
+    a = nib.as_closest_canonical(nib.load(out / "labels.nii.gz"))
+    b = nib.as_closest_canonical(nib.load(tmp_path / "out" / "labels.nii.gz"))
+    assert np.allclose(a.affine, b.affine)
+    assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert nib.load(tmp_path / "out" / "labels.nii.gz").shape == nib.load(nii).shape
+
+
+def test_cli_segment_and_help_name_the_default_model(dicom_run, tmp_path, capsys):
+    assert DEFAULT_MODEL.is_file()
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    assert "Default model: unet" in capsys.readouterr().out
+    root = dicom_run[0]
+    code = main(["segment", str(root / "tree"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 0 and (tmp_path / "o" / "burden.json").is_file()
+    assert "mL" in capsys.readouterr().out
+
+
+def _no_lung_nifti(path: Path) -> Path:
+    """A 'scan' of soft tissue only: a real volume with no lung anywhere."""
+    data = np.full((32, 32, 4), 40, dtype=np.int16)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 3.0, 1.0])), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty", "empty folder"),
+        ("png", "2-D image"),
+        ("mr", "CT"),
+        ("no_lung", "no lung found"),
+    ],
+)
+def test_bad_input_exit_2_and_nothing_complete(tmp_path, capsys, case, message):
+    if case == "empty":
+        scan = tmp_path / "empty"
+        scan.mkdir()
+    elif case == "png":
+        scan = tmp_path / "slice.png"
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(scan)
+    elif case == "mr":
+        scan, _, _ = vf.make_dicom_series(tmp_path / "mr", 3, 32, modality="MR")
+    else:
+        scan = _no_lung_nifti(tmp_path / "tissue.nii.gz")
+    out = tmp_path / "results" / "out"
+    code = main(["segment", str(scan), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("stitchnet segment: error:") and message in err
+    assert not out.exists()
+    assert not (out.parent.exists() and any(out.parent.iterdir()))  # no temp folder either
