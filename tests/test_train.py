@@ -12,9 +12,10 @@ import torch.nn.functional as F
 import stitchnet.models as registry
 import stitchnet.train as T
 from stitchnet.checkpoint import load_checkpoint
-from stitchnet.config import RunConfig, TrainConfig
+from stitchnet.config import DataConfig, RunConfig, TrainConfig
 from stitchnet.data.types import PreparedSet
 from stitchnet.models.base import SegmentationModel
+from stitchnet.objectives import OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -266,3 +267,108 @@ def test_unlabelled_training_or_validation_set_is_refused(tmp_path):
         T.train(config(), make_set(4, 0, labelled=False), None, tmp_path, progress=False)
     with pytest.raises(ValueError, match="validation set 'synthetic1' has no masks"):
         T.train(config(), make_set(4, 0), make_set(4, 1, labelled=False), tmp_path, progress=False)
+
+
+# ---- objectives: every model x objective on real slices; the teacher survives a resume ----
+
+MODELS = ("unet", "segnet", "stitchnet", "svae", "ladder")
+
+
+@pytest.fixture(scope="module")
+def real_sets():
+    """6 labelled and 4 unlabelled bundled slices, prepared at 64 px with their lung fields."""
+    from stitchnet.data.preprocess import prepare
+    from stitchnet.data.sources import load_bundled, read_folder
+
+    cfg = DataConfig(image_size=64)
+    lab = prepare(read_folder(load_bundled("labelled"))[:6], cfg, name="lab", progress=False)
+    unl_records = read_folder(load_bundled("unlabelled"))[:4]
+    unl = prepare(unl_records, cfg, name="unl", progress=False)
+    return lab, unl
+
+
+def ssl_config(model: str, objective: str, **train) -> RunConfig:
+    base = dict(epochs=1, steps_per_epoch=2, batch_size=2, unlabelled_batch_size=2, seed=1)
+    return RunConfig(
+        model=model,
+        model_config=dataclasses.asdict(registry.model_config(model, "debug")),
+        train=TrainConfig(**{**base, **train}),
+        objective=objective,
+    )
+
+
+def test_prepared_sets_carry_the_lung_field(real_sets):
+    lab, unl = real_sets
+    for s in (lab, unl):
+        assert s.lungs is not None and s.lungs.shape == (len(s), 64, 64)
+        assert s.lungs.dtype == torch.uint8 and set(s.lungs.unique().tolist()) == {0, 1}
+    # Labelled lesions lie inside the segmenter's lung field almost everywhere.
+    lesion = lab.masks >= 2
+    assert (lab.lungs.bool() & lesion).sum() >= 0.9 * lesion.sum()
+    assert torch.equal(lab.subset([2, 0]).lungs, lab.lungs[[2, 0]])
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_with_every_objective(model, objective, real_sets, tmp_path):
+    lab, unl = real_sets
+    cfg = ssl_config(model, objective)
+    if model == "svae" and objective != "none":
+        with pytest.raises(ValueError, match="returns an image"):
+            T.train(cfg, lab, None, tmp_path, unlabelled=unl, progress=False)
+        return
+    res = T.train(cfg, lab, None, tmp_path, unlabelled=unl, progress=False)
+    assert res.skipped_steps == 0 and math.isfinite(res.history[0]["loss"])
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["objective_name"] == objective
+    has_teacher = objective in ("mean_teacher", "bcp")
+    assert any(k.startswith("teacher.") for k in ckpt["objective_state"]) == has_teacher
+    if objective != "none":  # the consistency terms are logged beside the model's own
+        assert {"mask_ratio", "consistency", "loss_mix"} & set(res.history[0])
+
+
+def test_the_batch_carries_the_lung_moved_with_the_mask(real_sets, tmp_path):
+    lab, unl = real_sets
+    cfg = RunConfig(
+        model="tiny_semi",
+        model_config={},
+        train=TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, unlabelled_batch_size=2),
+    )
+    T.train(cfg, lab, None, tmp_path, unlabelled=unl, progress=False)
+    for batch in TinyNet.seen:
+        lung, mask = batch["lung"], batch["mask"]
+        assert lung.shape == mask.shape and lung.dtype == torch.uint8
+        lesion = mask[:2] >= 2  # augmented labelled rows: lesions stay inside the moved lung
+        assert (lung[:2].bool() & lesion).sum() >= 0.9 * lesion.sum()
+
+
+def test_resume_restores_the_teacher(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(
+        config(model="tiny_semi", epochs=3, unlabelled_batch_size=2), objective="mean_teacher"
+    )
+    data = make_set(8, 0), make_set(4, 1)
+    unl = make_set(6, 9, labelled=False)
+    T.train(cfg, *data, tmp_path / "whole", unlabelled=unl, progress=False)
+
+    real_save = T.save_checkpoint
+
+    def save_then_die(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if path.name == "last.pt" and kwargs["epoch"] == 1:
+            raise Killed
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        T.train(cfg, *data, tmp_path / "split", unlabelled=unl, progress=False)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    T.train(cfg, *data, tmp_path / "split", unlabelled=unl, progress=False)
+    assert_same_checkpoints(tmp_path / "whole", tmp_path / "split")
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")["objective_state"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["objective_state"]
+    assert a.keys() == b.keys() and any(k.startswith("teacher.") for k in a)
+    assert int(a["updates"]) == 6  # 3 epochs of 2 applied steps
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # The teacher is not the student: it is an average of the student's past weights.
+    student = load_checkpoint(tmp_path / "whole" / "last.pt")["model_state"]
+    assert not torch.equal(a["teacher.body.0.weight"], student["body.0.weight"])
