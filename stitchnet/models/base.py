@@ -5,7 +5,10 @@ Batch contract (what the training loop passes to `loss`):
     batch["mask"]     int64   (B, H, W) class ids 0..3 (rows where labelled is False hold zeros)
     batch["labelled"] bool    (B,) True where the row has a ground-truth mask
 
-`forward(x)` returns segmentation logits (B, 4, H, W): what the evaluator and `predict` use.
+`forward(x, feature_dropout=0.0)` returns segmentation logits (B, 4, H, W): what the evaluator
+and `predict` use. `feature_dropout` p > 0 applies `F.dropout2d(features, p)` (always, in train or
+eval mode) to the features right before the model's decoder or head: UniMatch's feature-
+perturbation stream. Each model's forward says which features; p = 0 is exactly the plain forward.
 `loss(batch)` returns a dict of named scalar terms; "loss" is the one that is minimised.
 """
 
@@ -14,7 +17,21 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def perturb_features(features: torch.Tensor, p: float) -> torch.Tensor:
+    """`F.dropout2d(features, p)` in training style whatever the module's mode; p = 0: `features`.
+
+    Whole channels are zeroed and the rest scaled by 1 / (1 - p), as UniMatch's medical U-Net
+    perturbs its encoder features. Draws from torch's global generator, so a fixed
+    `torch.manual_seed` gives the same channels. Returning the input itself at p = 0 keeps the
+    plain forward bitwise unchanged.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"feature_dropout must lie in [0, 1), got {p}")
+    return F.dropout2d(features, p, training=True) if p > 0 else features
 
 
 class SegmentationModel(nn.Module):
@@ -33,7 +50,8 @@ class SegmentationModel(nn.Module):
             )
         self.config = config
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,1,H,W) -> (B,4,H,W)
+    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> torch.Tensor:
+        """(B, 1, H, W) -> (B, 4, H, W) logits; see the module docstring for feature_dropout."""
         raise NotImplementedError
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stitchnet.models.base import SegmentationModel
+from stitchnet.models.base import SegmentationModel, perturb_features
 from stitchnet.models.losses import check_loss_kind, supervised_loss
 from stitchnet.models.vgg16 import VGG16_BLOCKS, VGG16Encoder, conv_bn_relu
 
@@ -41,8 +41,10 @@ class SegNet(SegmentationModel):
     Args:
         config: a `SegNetConfig`.
 
-    `forward(x)`: (B, in_channels, H, W), H and W at least 32 -> logits (B, num_classes, H, W).
-    Sizes that are not multiples of 32 work too: unpooling restores each pre-pool size.
+    `forward(x, feature_dropout)`: (B, in_channels, H, W), H and W at least 32 -> logits
+    (B, num_classes, H, W). Sizes that are not multiples of 32 work too: unpooling restores each
+    pre-pool size. feature_dropout p > 0 drops channels of the encoder's output (the deepest map,
+    the decoder's only input besides the pooling indices).
     """
 
     name = "segnet"
@@ -65,9 +67,9 @@ class SegNet(SegmentationModel):
         self.decoder = nn.ModuleList(blocks)
         self.head = nn.Conv2d(chans[0], config.num_classes, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> torch.Tensor:
         enc = self.encoder(x)
-        y = enc.features[-1]  # (B, C5, H/32, W/32)
+        y = perturb_features(enc.features[-1], feature_dropout)  # (B, C5, H/32, W/32)
         for block, idx, size in zip(
             self.decoder, reversed(enc.indices), reversed(enc.sizes), strict=True
         ):
@@ -82,6 +84,7 @@ class SegNet(SegmentationModel):
 PRESETS: dict[str, SegNetConfig] = {
     "paper": SegNetConfig(),
     # Width 0.25: full-width SegNet-VGG16 is ~10x slower than the U-Net on two CPU cores.
+    "cpu": dataclasses.replace(SegNetConfig(), width_mult=0.25),
     "cpu-small": dataclasses.replace(SegNetConfig(), width_mult=0.25),
     "debug": dataclasses.replace(SegNetConfig(), width_mult=0.125),
 }

@@ -14,7 +14,8 @@ input resolution (d~0: one more transposed conv and LightSmooth below d1).
 
 The authors' released TensorFlow code differs from the paper's text in several places; each is a
 config option here, defaulting to the text:
-    label_loss: "categorical" (text: -log pi_y) or "focal" (code: focal loss, gamma 2, times 100).
+    label_loss: "categorical" (text: -log pi_y) or "focal" (code: focal loss, gamma 2, times 100);
+        beyond both, "ce+dice" adds a soft Dice on pi over the labelled rows (class-balanced).
     likelihood: "mixture" (text: the marginal above on unlabelled rows) or "expected" (code:
         sum_k pi_k * (-log Beta_k(x)), an upper bound on the mixture's negative log-likelihood).
         Labelled rows stitch with the true label under both.
@@ -38,8 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from stitchnet.config import NUM_CLASSES
-from stitchnet.models.base import SegmentationModel
+from stitchnet.models.base import SegmentationModel, perturb_features
+from stitchnet.models.losses import soft_dice_loss
 from stitchnet.models.svae import (
+    LadderPass,
     LadderTrunk,
     SVAEConfig,
     elbo_terms,
@@ -58,7 +61,7 @@ from stitchnet.probability import (
     style_log_likelihood,
 )
 
-LABEL_LOSSES = ("categorical", "focal")
+LABEL_LOSSES = ("categorical", "focal", "ce+dice")
 LIKELIHOODS = ("mixture", "expected")
 
 
@@ -66,7 +69,8 @@ LIKELIHOODS = ("mixture", "expected")
 class StitchNetConfig(SVAEConfig):
     """The SVAE trunk's fields (see SVAEConfig) plus StitchNet's likelihood and label terms."""
 
-    label_loss: str = "categorical"  # "categorical" (paper text) or "focal" (authors' code)
+    # "categorical" (paper text), "focal" (authors' code) or "ce+dice" (categorical + soft Dice)
+    label_loss: str = "categorical"
     focal_gamma: float = 2.0  # focal loss exponent (label_loss="focal")
     focal_weight: float = 100.0  # the authors' code multiplies the focal loss by this
     likelihood: str = "mixture"  # unlabelled rows: "mixture" (text) or "expected" (code)
@@ -91,16 +95,18 @@ class StitchNet(SegmentationModel):
     Args:
         config: a StitchNetConfig (`shared=False` gives the unshared ladder-VAE ablation).
 
-    `forward(x)` is the cheap inference path: posterior means top-down (no sampling, no KL, no
-    style heads), returning class logits (B, 4, H, W). `outputs(x)` returns everything else.
+    `forward(x, feature_dropout)` is the cheap inference path: posterior means top-down (no
+    sampling, no KL, no style heads), returning class logits (B, 4, H, W); feature_dropout p > 0
+    drops channels of the features pi_head reads. `outputs(x)` returns everything else.
     `loss(batch)` is the negative ELBO over labelled and unlabelled rows, as a dict of batch means:
         "loss": the minimised objective, nll + (KL warm-up weight) * kl averaged over all rows
             (the reduction, by default per input pixel, is config.reduction);
         "nll_labelled", "nll_unlabelled": the reconstruction terms, averaged over labelled /
             unlabelled rows (0 where the batch has none); the labelled one includes
             label_weight * label term;
-        "label_term": the unweighted label loss (categorical -log pi_y, or the weighted focal
-            loss) of labelled rows, on the same scale;
+        "label_term": the unweighted label loss (categorical -log pi_y, the weighted focal
+            loss, or -log pi_y plus the labelled rows' soft Dice) of labelled rows, on the same
+            scale;
         "kl", "kl_1".."kl_5": KL(q || p), total and per level, averaged over all rows.
     """
 
@@ -117,9 +123,14 @@ class StitchNet(SegmentationModel):
         # alpha and beta of each class's style: channels (alpha_0..3, beta_0..3).
         self.style_head = nn.Conv2d(f, 2 * NUM_CLASSES, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> torch.Tensor:
         """Segmentation logits (B, 4, H, W) from the posterior means."""
-        return self.pi_head(self.trunk(x, sample=False, with_kl=False).features)
+        features = self._pi_features(self.trunk(x, sample=False, with_kl=False))
+        return self.pi_head(perturb_features(features, feature_dropout))
+
+    def _pi_features(self, passed: LadderPass) -> torch.Tensor:
+        """What pi_head reads: here d~0, the ladder's top-down features (B, f1 / 2, H, W)."""
+        return passed.features
 
     def _styles(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ab = positive(self.style_head(features), self.config.eps)  # (B, 8, H, W)
@@ -141,13 +152,15 @@ class StitchNet(SegmentationModel):
             per latent unit.
         """
         out = self.trunk(x, sample=sample, with_kl=True, generator=generator)
-        result = self._decode(out.features)
+        result = self._decode(self._pi_features(out), out.features)
         result["kl_maps"] = out.kl_maps
         return result
 
-    def _decode(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.pi_head(features)
-        styles = beta_mean(*self._styles(features))  # (B, 4, H, W)
+    def _decode(
+        self, pi_features: torch.Tensor, style_features: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        logits = self.pi_head(pi_features)  # (B, 4, H, W)
+        styles = beta_mean(*self._styles(style_features))  # (B, 4, H, W)
         labels = logits.argmax(dim=1, keepdim=True)  # (B, 1, H, W)
         return {
             "logits": logits,
@@ -165,18 +178,25 @@ class StitchNet(SegmentationModel):
         x, y, labelled = batch["image"], batch["mask"], batch["labelled"].bool()
         cfg = self.config
         out = self.trunk(x, sample=True, with_kl=True)
-        log_pi = F.log_softmax(self.pi_head(out.features), dim=1)  # (B, 4, H, W)
+        log_pi = F.log_softmax(self.pi_head(self._pi_features(out)), dim=1)  # (B, 4, H, W)
         alpha, beta = self._styles(out.features)
         log_px = beta_log_prob(x, alpha, beta, cfg.x_eps)  # (B, 4, H, W): x broadcast to 4 styles
 
         lab, unl = labelled.nonzero().squeeze(1), (~labelled).nonzero().squeeze(1)
+        num_pixels = x.shape[-2] * x.shape[-1]
         recon = x.new_zeros(x.shape[0])  # (B,) negative log-likelihood per row
         label_nll = x.new_zeros(0)
         if lab.numel():
-            if cfg.label_loss == "categorical":
-                label_nll = -categorical_log_likelihood(log_pi[lab], y[lab])
-            else:
+            if cfg.label_loss == "focal":
                 label_nll = cfg.focal_weight * focal_nll(log_pi[lab], y[lab], cfg.focal_gamma)
+            else:
+                label_nll = -categorical_log_likelihood(log_pi[lab], y[lab])  # (L,)
+            if cfg.label_loss == "ce+dice":
+                # The Dice is one number for all labelled rows (pooled, so that a class absent
+                # from one slice is still scored), a mean over pixels: times num_pixels it joins
+                # each row's sum over pixels, and under "pixel_mean" the label term is exactly
+                # losses.segmentation_loss(logits, y, "ce+dice") of the labelled rows.
+                label_nll = label_nll + num_pixels * soft_dice_loss(log_pi[lab], y[lab])
             style_nll = -style_log_likelihood(log_px[lab], y[lab])
             recon = recon.index_put((lab,), cfg.label_weight * label_nll + style_nll)
         if unl.numel():
@@ -186,7 +206,6 @@ class StitchNet(SegmentationModel):
                 unl_nll = expected_nll(log_pi[unl], log_px[unl])
             recon = recon.index_put((unl,), unl_nll)
 
-        num_pixels = x.shape[-2] * x.shape[-1]
         recon, kls = elbo_terms(recon, out.kl_maps, num_pixels, cfg.reduction)
         # The label term is a reconstruction term, so it takes the same normaliser.
         label_nll = label_nll / recon_divisor(cfg.reduction, num_pixels)
@@ -212,7 +231,7 @@ class StitchNet(SegmentationModel):
         (n, S, S) the most probable class per pixel, and "styles" (n, 4, S, S). `temperature`
         scales every latent draw's std (see LadderTrunk.generate)."""
         passed = self.trunk.generate(n, image_size, generator, temperature)
-        decoded = self._decode(passed.features)
+        decoded = self._decode(passed.features, passed.features)
         return {
             "image": decoded["reconstruction"],
             "mask": decoded["logits"].argmax(dim=1),
@@ -234,5 +253,7 @@ PRESETS: dict[str, StitchNetConfig] = {
         label_weight=10.0,
         kl_warmup_steps=60,
     ),
+    # The cpu-small model at the cpu data preset's 128 px, the size `sample` draws at.
+    "cpu": dataclasses.replace(_BASE, image_size=128, label_weight=10.0, kl_warmup_steps=60),
     "debug": dataclasses.replace(_BASE, width=0.25, encoder_width=0.25, image_size=64),
 }

@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from stitchnet.models.base import SegmentationModel
+from stitchnet.models.base import SegmentationModel, perturb_features
 from stitchnet.models.blocks import (
     BOTTLENECK_ABOVE,
     ConvBlock,
@@ -408,9 +408,12 @@ class SVAE(SegmentationModel):
         ab = positive(self.beta_head(features), self.config.eps)  # (B, 2, H, W)
         return ab[:, :1], ab[:, 1:]  # (B, 1, H, W) each
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction mean (B, 1, H, W) from the posterior means (no sampling)."""
-        alpha, beta = self._beta_params(self.trunk(x, sample=False, with_kl=False).features)
+    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> torch.Tensor:
+        """Reconstruction mean (B, 1, H, W) from the posterior means (no sampling).
+
+        feature_dropout p > 0 drops channels of d~0, the features the Beta head reads."""
+        features = self.trunk(x, sample=False, with_kl=False).features  # (B, f1 / 2, H, W)
+        alpha, beta = self._beta_params(perturb_features(features, feature_dropout))
         return beta_mean(alpha, beta)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -440,7 +443,9 @@ class SVAE(SegmentationModel):
 
 PRESETS: dict[str, SVAEConfig] = {
     "paper": SVAEConfig(),
-    # Two CPU cores: 64-px inputs at the paper's widths (as StitchNet's cpu-small).
+    # Two CPU cores: 128-px inputs (the cpu data preset's size, which `sample` follows) and
+    # 64-px inputs, at the paper's widths (as StitchNet's cpu and cpu-small).
+    "cpu": SVAEConfig(image_size=128),
     "cpu-small": SVAEConfig(image_size=64),
     "debug": SVAEConfig(width=0.25, encoder_width=0.25, image_size=64),
 }

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stitchnet.models.base import SegmentationModel
+from stitchnet.models.base import SegmentationModel, perturb_features
 from stitchnet.models.losses import check_loss_kind, supervised_loss
 from stitchnet.models.mobilenetv2 import MobileNetV2Encoder, load_encoder_weights
 
@@ -69,7 +69,9 @@ class UNet(SegmentationModel):
     Args:
         config: a `UNetConfig`. With `encoder_weights` set, the encoder is loaded here.
 
-    `forward(x)`: (B, in_channels, H, W), H and W multiples of 32 -> logits (B, num_classes, H, W).
+    `forward(x, feature_dropout)`: (B, in_channels, H, W), H and W multiples of 32 -> logits
+    (B, num_classes, H, W). feature_dropout p > 0 drops channels of all five encoder maps before
+    the decoder reads them (bottleneck and skips, as UniMatch's medical U-Net does).
     """
 
     name = "unet"
@@ -91,8 +93,9 @@ class UNet(SegmentationModel):
         self.decoder = nn.ModuleList(blocks)
         self.head = nn.Conv2d(c_in, config.num_classes, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x)  # 5 maps, strides 2, 4, 8, 16, 32
+    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> torch.Tensor:
+        # 5 maps, strides 2, 4, 8, 16, 32
+        feats = [perturb_features(f, feature_dropout) for f in self.encoder(x)]
         skips = [feats[3], feats[2], feats[1], feats[0], None]
         y = feats[4]  # (B, C5, H/32, W/32)
         for block, skip in zip(self.decoder, skips, strict=True):
@@ -103,10 +106,11 @@ class UNet(SegmentationModel):
         return supervised_loss(self, batch, self.config.loss)
 
 
-# cpu-small keeps width 1.0: it is the cheapest baseline on CPU (SegNet-VGG16 at full width costs
-# about ten times more) and the only width the ImageNet encoder weights exist for.
+# cpu and cpu-small keep width 1.0: it is the cheapest baseline on CPU (SegNet-VGG16 at full width
+# costs about ten times more) and the only width the ImageNet encoder weights exist for.
 PRESETS: dict[str, UNetConfig] = {
     "paper": UNetConfig(),
+    "cpu": UNetConfig(),
     "cpu-small": UNetConfig(),
     "debug": dataclasses.replace(
         UNetConfig(), width_mult=0.35, decoder_channels=(64, 32, 16, 16, 8)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from stitchnet.models import build_model, config_from_dict, model_config
+from stitchnet.models.losses import segmentation_loss
 from stitchnet.models.stitchnet import PRESETS, StitchNet, StitchNetConfig
 
 DEBUG = PRESETS["debug"]
@@ -142,3 +144,47 @@ def test_registry_builds_stitchnet_and_ladder(preset):
     n_stitch = sum(p.numel() for p in stitch.parameters())
     n_ladder = sum(p.numel() for p in ladder.parameters())
     assert n_ladder > n_stitch
+
+
+def _constant_pi(model: StitchNet) -> StitchNet:
+    """pi_head gives logits (ln 3, 0, 0, 0) at every pixel: pi = (1/2, 1/6, 1/6, 1/6)."""
+    with torch.no_grad():
+        model.pi_head.weight.zero_()
+        model.pi_head.bias.copy_(torch.tensor([math.log(3.0), 0.0, 0.0, 0.0]))
+    return model
+
+
+def test_ce_plus_dice_label_term_by_hand():
+    # Two labelled 64x64 rows, N = 8192 pixels: row 0 all class 0; row 1 left half class 2,
+    # right half class 3. Counts n = (4096, 0, 2048, 2048); pi = (1/2, 1/6, 1/6, 1/6) everywhere.
+    mask = torch.zeros(2, 64, 64, dtype=torch.long)
+    mask[1, :, :32], mask[1, :, 32:] = 2, 3
+    batch = {"image": torch.rand(2, 1, 64, 64), "mask": mask, "labelled": torch.tensor([True] * 2)}
+    n, pi, total = (4096, 0, 2048, 2048), (1 / 2, 1 / 6, 1 / 6, 1 / 6), 8192
+    ce = (4096 * math.log(2) + 4096 * math.log(6)) / total
+    # Soft Dice pooled over the batch, eps = 1: (2 pi_k n_k + 1) / (pi_k N + n_k + 1).
+    dice = [(2 * p * c + 1) / (p * total + c + 1) for p, c in zip(pi, n, strict=True)]
+    dice_loss = 1 - sum(dice) / 4
+
+    model = _constant_pi(StitchNet(DEBUG))
+    state = model.state_dict()
+    cfg = dataclasses.replace(DEBUG, label_loss="ce+dice", label_weight=3.0)
+    _, plain = _losses(dataclasses.replace(DEBUG, label_weight=3.0), batch, state)
+    _, both = _losses(cfg, batch, state)
+    assert plain["label_term"].item() == pytest.approx(ce, rel=1e-5)
+    assert both["label_term"].item() == pytest.approx(ce + dice_loss, rel=1e-5)
+    # Same z sample, same styles: the labelled rows' term grows by label_weight * Dice loss.
+    torch.testing.assert_close(
+        both["nll_labelled"] - plain["nll_labelled"], torch.tensor(3.0 * dice_loss)
+    )
+
+
+def test_ce_plus_dice_is_the_shared_segmentation_loss_on_the_labelled_rows():
+    # Under "pixel_mean" the label term is losses.segmentation_loss(..., "ce+dice") of pi's logits.
+    batch = _batch([True, False, True])
+    model, terms = _losses(dataclasses.replace(DEBUG, label_loss="ce+dice"), batch)
+    torch.manual_seed(0)
+    out = model.trunk(batch["image"], sample=True, with_kl=True)
+    logits = model.pi_head(out.features)[batch["labelled"]]
+    expected = segmentation_loss(logits, batch["mask"][batch["labelled"]], "ce+dice")
+    torch.testing.assert_close(terms["label_term"], expected)
