@@ -1,7 +1,7 @@
 """Model registry: every model is built by name from its own frozen config.
 
 Each model module defines `<Model>` (a `SegmentationModel`), its frozen `<Model>Config`, and
-`PRESETS: dict[str, <Model>Config]` keyed by "paper", "cpu-small", "debug".
+`PRESETS: dict[str, <Model>Config]` keyed by "paper", "cpu", "cpu-small", "debug".
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     # The unshared ladder-VAE ablation: StitchNet with shared=False (separate d->z modules).
     "ladder": ("stitchnet.models.stitchnet", "StitchNet"),
     "svae": ("stitchnet.models.svae", "SVAE"),
+    # Beyond the paper: StitchNet whose pi also reads the encoder's maps through U-Net skips.
+    "stitchnet-skip": ("stitchnet.models.stitchnet_skip", "StitchNetSkip"),
 }
 # Config fields that a registry name fixes on top of the model's own presets.
 _NAME_OVERRIDES: dict[str, dict[str, Any]] = {"ladder": {"shared": False}}
