@@ -20,6 +20,7 @@ from stitchnet.checkpoint import load_checkpoint
 from stitchnet.config import RunConfig, TrainConfig
 from stitchnet.data.types import PreparedSet
 from stitchnet.models.base import SegmentationModel
+from stitchnet.objectives.base import Objective
 from stitchnet.train import train
 
 N_TRAIN, BATCH = 8, 4
@@ -67,14 +68,23 @@ def make_set(n: int, seed: int) -> PreparedSet:
     )
 
 
-def run(out: Path, bn: bool):
+def run(out: Path, bn: bool, objective: str = "none"):
     cfg = RunConfig(
         model="tiny",
         model_config={"bn": bn},
-        train=TrainConfig(epochs=2, batch_size=BATCH, lr=0.03, augment=False, seed=1),
+        train=TrainConfig(
+            epochs=2,
+            batch_size=BATCH,
+            lr=0.03,
+            augment=False,
+            seed=1,
+            unlabelled_batch_size=BATCH if objective != "none" else 0,
+        ),
+        objective=objective,
     )
     TinyNet.seen = []
-    return train(cfg, make_set(N_TRAIN, 0), make_set(4, 1), out, progress=False)
+    unl = make_set(N_TRAIN, 2) if objective != "none" else None
+    return train(cfg, make_set(N_TRAIN, 0), make_set(4, 1), out, unlabelled=unl, progress=False)
 
 
 def worker(out: Path) -> None:
@@ -84,6 +94,18 @@ def worker(out: Path) -> None:
         res = run(out / f"bn{bn}", bool(bn))
         state = {"state": res.model.state_dict(), "seen": TinyNet.seen}
         torch.save(state, out / f"bn{bn}" / f"rank{rank}.pt")
+    # Mean Teacher (with BatchNorm): the teacher and its buffers must agree across ranks.
+    seen = {}
+    after_step = Objective.after_step
+
+    def keep(self, skipped):  # remember this rank's objective, to save its teacher below
+        after_step(self, skipped)
+        seen["objective"] = self
+
+    Objective.after_step = keep
+    res = run(out / "mt", True, "mean_teacher")
+    teacher = seen["objective"].objective_state()
+    torch.save({"state": res.model.state_dict(), "teacher": teacher}, out / "mt" / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +152,20 @@ def test_two_ranks_match_one_process(ddp_out, tmp_path, monkeypatch):
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
     assert sorted(sum(TinyNet.seen[:2], [])) == list(range(N_TRAIN))
     assert single.skipped_steps == 0
+
+
+def test_a_teacher_trains_identically_on_both_ranks(ddp_out):
+    r0, r1 = (torch.load(ddp_out / "mt" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for part in ("state", "teacher"):
+        for k in r0[part]:
+            assert torch.equal(r0[part][k], r1[part][k]), (part, k)
+    ckpt = load_checkpoint(ddp_out / "mt" / "last.pt")
+    for k, v in ckpt["objective_state"].items():
+        assert torch.equal(v, r0["teacher"][k]), k
+    teacher = {k: v for k, v in ckpt["objective_state"].items() if k.startswith("teacher.")}
+    assert teacher and int(ckpt["objective_state"]["updates"]) == 2 * N_TRAIN // BATCH
+    assert any("running_mean" in k for k in teacher)  # BN buffers are averaged too
+    assert not torch.equal(teacher["teacher.body.0.weight"], ckpt["model_state"]["body.0.weight"])
 
 
 if __name__ == "__main__":
