@@ -141,3 +141,31 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(C.CheckpointError, match="weights do not fit a 'tiny' model"):
         C.model_from_checkpoint(path)
+
+
+def test_objective_name_config_and_state_are_stored(tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(_cfg(), objective="fixmatch", objective_config={"threshold": 0.9})
+    model, _ = _trained(cfg)
+    state = {"steps": torch.tensor(3), "teacher.w": torch.ones(2)}
+    path = C.save_checkpoint(tmp_path / "m.pt", model, cfg, epoch=1, step=3, objective_state=state)
+    ckpt = C.load_checkpoint(path)
+    assert ckpt["format_version"] == 2
+    assert ckpt["objective_name"] == "fixmatch"
+    assert ckpt["objective_config"] == {"threshold": 0.9}
+    assert torch.equal(ckpt["objective_state"]["teacher.w"], torch.ones(2))
+    assert RunConfig.from_dict(ckpt["run_config"]) == cfg
+
+
+def test_a_version_1_checkpoint_reads_as_objective_none(tmp_path):
+    model, _ = _trained(_cfg())
+    path = C.save_checkpoint(tmp_path / "m.pt", model, _cfg(), epoch=1, step=1)
+    old = torch.load(path, weights_only=True)
+    old["format_version"] = 1
+    for key in ("objective_name", "objective_config", "objective_state"):
+        del old[key]
+    torch.save(old, path)
+    ckpt = C.load_checkpoint(path)
+    assert (ckpt["objective_name"], ckpt["objective_config"]) == ("none", {})
+    assert ckpt["objective_state"] == {}
