@@ -1,0 +1,77 @@
+"""Time of one training step of each objective, relative to a supervised U-Net step.
+
+Not a test: prints numbers. Every objective wraps the same model (U-Net by default, `cpu-small`
+widths) at the same size with 8 labelled + 8 unlabelled random [0, 1] slices; the baseline is
+the supervised U-Net ("none"), which uses the labelled rows only. One warm-up step, then the
+median of `--steps` timed steps (forward, backward, Adam, after_step). Issue 9's target for the
+recommended model: <= 3x.
+
+    python benchmarks/ssl_step.py                     # 128 px, U-Net, 3 timed steps
+    python benchmarks/ssl_step.py --size 64 --model stitchnet --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from stitchnet.models import build_model, model_config
+from stitchnet.objectives import OBJECTIVES, build_objective
+from stitchnet.objectives.base import rows_of
+
+
+def step_time(model_name: str, objective: str, size: int, n_lab: int, n_unl: int, steps: int):
+    torch.manual_seed(0)
+    cfg = model_config(model_name, "cpu-small", image_size=size) if model_name != "unet" else None
+    model = build_model(model_name, cfg or model_config("unet", "cpu-small"))
+    obj = build_objective(objective, model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    n = n_lab + n_unl
+    batch = {
+        "image": torch.rand(n, 1, size, size, generator=g),
+        "mask": torch.randint(0, 4, (n, size, size), generator=g),
+        "labelled": torch.arange(n) < n_lab,
+        "lung": torch.ones(n, size, size, dtype=torch.uint8),
+    }
+    if objective == "none" and not model.uses_unlabelled:
+        batch = {k: v[:n_lab] for k, v in batch.items()}  # the supervised baseline's batch
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        draws = rows_of(obj.draw(len(batch["image"]), size, g), torch.arange(len(batch["image"])))
+        loss = obj(batch, draws)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        obj.after_step(False)
+        if i:  # step 0 is the warm-up
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--model", default="unet")
+    p.add_argument("--labelled", type=int, default=8)
+    p.add_argument("--unlabelled", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"{a.size} px, {a.labelled} labelled + {a.unlabelled} unlabelled, {a.threads} threads")
+    print("| model | objective | s/step | U-Net s/step | x supervised U-Net |")
+    print("|---|---|---|---|---|")
+    for name in OBJECTIVES:
+        # The baseline is re-timed beside each objective: on a shared machine the load drifts.
+        base = step_time("unet", "none", a.size, a.labelled, a.unlabelled, a.steps)
+        t = step_time(a.model, name, a.size, a.labelled, a.unlabelled, a.steps)
+        print(f"| {a.model} | {name} | {t:.3f} | {base:.3f} | {t / base:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
