@@ -14,6 +14,7 @@ box (when the run config crops) -> resize -> the model -> argmax -> back to the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from stitchnet.data.lungfield import LungSegmenter, load_lung_segmenter, lung_bo
 from stitchnet.data.preprocess import resize_image
 from stitchnet.data.sources import hu_window
 from stitchnet.data.volumes import Volume
+from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.kernel import predict_classes
 from stitchnet.inference.lung3d import lung_mask_3d, outside_air, split_lungs
 
@@ -65,6 +67,8 @@ def segment_volume(
             f"a segmentation model such as unet or stitchnet"
         )
     seg = lung_model if lung_model is not None else load_lung_segmenter()
+    # The lung segmenter costs as much as the model: fold its batch norms too (same outputs).
+    seg = dataclasses.replace(seg, net=inference_copy(seg.net))
     n, h, w = vol.hu.shape
     size = data_cfg.image_size
     fields = np.zeros((n, h, w), dtype=np.uint8)  # per-slice 2-D lung fields

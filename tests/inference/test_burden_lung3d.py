@@ -96,3 +96,14 @@ def test_outside_air_is_air_connected_to_the_border_or_padding():
     body = np.ones((9, 9), dtype=bool)
     out = outside_air(hu, body)
     assert out[0].all() and out[:, 0].all() and not out[1:8, 1:8].any()
+
+
+def test_fill_holes_matches_scipy_in_2d_and_3d():
+    from scipy import ndimage
+
+    from stitchnet.inference.lung3d import fill_holes
+
+    rng = np.random.default_rng(0)
+    for shape in [(40, 40), (6, 30, 30)]:
+        mask = rng.random(shape) < 0.55
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))

@@ -1,0 +1,112 @@
+"""`stitchnet segment` speed: a synthetic 300-slice 512x512 scan end to end, and model slices/s.
+
+python benchmarks/segment_speed.py [--slices 300] [--size 512] [--threads 2] [--skip-end-to-end]
+
+The scan is built in memory from the bundled labelled slices: each slice's windowed gray back to
+HU through the data's lung window, inside soft tissue, with air around the body and -3024 HU
+padding outside the circular field of view; written once as an uncompressed NIfTI in a temp
+folder. Then:
+  1. `segment_scan` on it with the shipped default model (read, lung fields, model, 3-D clean-up,
+     NIfTI/JSON/CSV/overlay writing), wall time; the target is under 60 s on 2 cores.
+  2. model forward only, at each model's cpu-small input size, batch 32, inference mode: slices/s
+     for the U-Net, StitchNet (and stitchnet-skip when registered), as built and with batch norm
+     folded (inference/fast.py), and StitchNet's time per slice as a ratio to the U-Net's
+     (target <= 1.5x), all measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from PIL import Image
+
+from stitchnet.inference.fast import inference_copy
+from stitchnet.models import MODEL_NAMES, build_model, model_config
+
+LABELLED = Path(__file__).resolve().parents[1] / "data" / "medseg_covid19_train50"
+WINDOW = (-1250.0, 250.0)
+
+
+def synthetic_scan(n: int, size: int) -> np.ndarray:
+    """(size, size, n) int16 HU in nibabel (L, P, S)-like order, cycling the bundled slices."""
+    paths = sorted((LABELLED / "images").glob("*.png"))
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2)
+    base = np.where(r <= 0.47 * size, 40.0, -1000.0)  # soft tissue inside air
+    base[r > size / 2 - 1] = -3024.0  # padding outside the field of view
+    inner = int(size * 0.66)
+    slices = []
+    for p in paths:
+        gray = np.asarray(Image.open(p).convert("L").resize((inner, inner)), np.float32) / 255
+        hu = base.copy()
+        o = (size - inner) // 2
+        hu[o : o + inner, o : o + inner] = WINDOW[0] + (WINDOW[1] - WINDOW[0]) * gray
+        slices.append(hu)
+    vol = np.stack([slices[k % len(slices)] for k in range(n)], axis=-1)  # (Y, X, Z)
+    return np.round(vol).astype(np.int16)
+
+
+def time_models(size: int, batch: int, repeats: int) -> dict[str, float]:
+    """Seconds per slice of each model's forward at its cpu-small input size."""
+    names = [n for n in ("unet", "stitchnet", "stitchnet-skip") if n in MODEL_NAMES]
+    out = {}
+    for name in names:
+        model = build_model(name, model_config(name, "cpu-small")).eval()
+        for label, net in (("as built", model), ("BN folded", inference_copy(model))):
+            x = torch.rand(batch, 1, size, size)
+            with torch.inference_mode():
+                net(x)  # warm-up
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    net(x)
+                out[f"{name} ({label})"] = (time.perf_counter() - t0) / (repeats * batch)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--slices", type=int, default=300)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-end-to-end", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from stitchnet.config import DATA_PRESETS
+
+    image_size = DATA_PRESETS["cpu-small"].image_size
+    if not args.skip_end_to_end:
+        from stitchnet.inference.scan import segment_scan
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "scan.nii"
+            affine = np.diag([-0.7, -0.7, 1.0, 1.0])  # RAS: voxels along L, P, S
+            nib.save(nib.Nifti1Image(synthetic_scan(args.slices, args.size), affine), str(path))
+            t0 = time.perf_counter()
+            burden = segment_scan(path, Path(tmp) / "out", batch_size=args.batch)
+            wall = time.perf_counter() - t0
+        lung = burden["regions"]["total"]["lung_ml"]
+        print(
+            f"segment_scan, default model, {args.slices} x {args.size}^2, {args.threads} "
+            f"threads: {wall:.1f} s ({args.slices / wall:.1f} slices/s; lung {lung:.0f} mL)"
+        )
+    times = time_models(image_size, args.batch, args.repeats)
+    print(f"model forward at {image_size} px, batch {args.batch}, {args.threads} threads:")
+    for name, s in times.items():
+        print(f"  {name:28s} {1 / s:8.1f} slices/s  {1000 * s:6.2f} ms/slice")
+    for label in ("as built", "BN folded"):
+        ratio = times[f"stitchnet ({label})"] / times[f"unet ({label})"]
+        print(f"  StitchNet / U-Net per slice ({label}): {ratio:.2f}x (target <= 1.5x)")
+    best = times["stitchnet (BN folded)"] / times["unet (as built)"]
+    print(f"  StitchNet folded / U-Net as built: {best:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
