@@ -12,6 +12,8 @@ from pathlib import Path
 
 from stitchnet.config import PRESETS
 from stitchnet.models import MODEL_NAMES
+from stitchnet.objectives import OBJECTIVES
+from stitchnet.recommended import RECOMMENDED_MODEL, RECOMMENDED_OBJECTIVE
 from stitchnet.segment_cli import add_segment_command
 
 BUNDLED_LABELLED = "data/medseg_covid19_train50"
@@ -59,9 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model, validating every epoch, keeping last.pt (resume) and best.pt; "
         "then score best.pt on the test part of the seeded 60/20/20 split (RUN_DIR/test/).",
     )
-    p.add_argument("--model", choices=MODEL_NAMES, required=True)
+    p.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default=None,
+        help=f"default: the recommended model, {RECOMMENDED_MODEL} with --ssl "
+        f"{RECOMMENDED_OBJECTIVE} (docs/methods.md says why)",
+    )
+    p.add_argument(
+        "--ssl",
+        choices=OBJECTIVES,
+        default=None,
+        help="semi-supervised objective on the unlabelled slices ('none': supervised, or the "
+        "ELBO alone for the generative models); default: the recommended one without --model, "
+        "'none' with it",
+    )
     p.add_argument("--labelled", required=True, help="folder: images/, masks/, optional index.csv")
-    p.add_argument("--unlabelled", default=None, help="folder of unlabelled slices (StitchNet)")
+    p.add_argument(
+        "--unlabelled",
+        default=None,
+        help="folder of unlabelled slices (used by the generative models and by --ssl methods)",
+    )
     p.add_argument("--preset", choices=PRESETS, default="cpu-small")
     p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
     p.add_argument("--seed", type=int, default=0)
@@ -95,13 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reproduce",
         help="the paper's comparison on the bundled data: every model, the preset's seeds "
-        "(paper 3, cpu-small 2), one report",
+        "(paper 3, cpu 3, cpu-small 2), one report",
     )
     p.add_argument("--preset", choices=PRESETS, default="cpu-small")
     p.add_argument("--out", default=None, help="default runs/<preset>")
     p.add_argument("--labelled", default=BUNDLED_LABELLED)
     p.add_argument("--unlabelled", default=BUNDLED_UNLABELLED)
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: preset's)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trainings side by side in worker processes (a GPU takes ~12; 2 CPU cores: 1)",
+    )
     _add_common(p)
 
     p = sub.add_parser("report", help="(re)write the report of a reproduce folder from its runs")
@@ -132,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {}
             if args.encoder_weights:
                 overrides["encoder_weights"] = args.encoder_weights
+            model = args.model or RECOMMENDED_MODEL
+            objective = args.ssl or (RECOMMENDED_OBJECTIVE if args.model is None else "none")
             res = pipeline.fit(
-                args.model,
+                model,
                 args.labelled,
                 args.out,
                 preset=args.preset,
@@ -141,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 splits_path=args.splits,
                 model_overrides=overrides,
+                objective=objective,
                 cache_dir=args.cache,
                 progress=progress,
                 epochs=args.epochs,
@@ -151,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             from stitchnet.evaluate import format_table1
 
             if not dist.is_initialized() or dist.get_rank() == 0:  # one report under torchrun
-                print(format_table1({args.model: res.test}))
+                print(format_table1({model: res.test}))
                 print(f"wrote {Path(args.out) / 'test' / 'metrics.json'}")
         elif args.command == "evaluate":
             from stitchnet.evaluate import format_table1
@@ -175,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 unlabelled=args.unlabelled,
                 n_seeds=args.seeds,
                 cache_dir=args.cache,
+                jobs=args.jobs,
                 progress=progress,
             )
         elif args.command == "segment":

@@ -31,18 +31,21 @@ from stitchnet.evaluate import EvalResult, evaluate, write_evaluation
 from stitchnet.figures import overlay
 from stitchnet.inference.kernel import predict_classes
 from stitchnet.models import model_class, model_config
+from stitchnet.objectives import objective_class, objective_config
 from stitchnet.train import TrainResult, train
 
 # Unlabelled slices drawn per step beside the labelled batch, for models that use them.
 # paper: the authors' batch of 3 = 1 labelled + 2 unlabelled (their second unlabelled slice was a
 # healthy control; the bundled pool has only COVID slices).
-UNLABELLED_PER_STEP = {"paper": 2, "cpu-small": 4, "debug": 2}
+# cpu: as many unlabelled as labelled slices per step, as FixMatch/UniMatch's medical recipes do.
+UNLABELLED_PER_STEP = {"paper": 2, "cpu": 8, "cpu-small": 4, "debug": 2}
 # Training overrides for the models that use the unlabelled pool (StitchNet, the ladder, the SVAE).
 # paper: the authors' schedule. cpu-small: a higher learning rate, because the ladder's only path
 # from the image to the segmentation runs through one-channel latents and it leaves the "no lesion"
 # plateau later than the U-Net (docs/methods.md).
 GENERATIVE_TRAIN = {
     "paper": {"batch_size": 1, "lr": 3e-4, "grad_clip": 1.0, "epochs": 80},
+    "cpu": {"lr": 2e-3},
     "cpu-small": {"lr": 2e-3},
     "debug": {},
 }
@@ -58,15 +61,22 @@ def run_config(
     preset: str = "cpu-small",
     seed: int = 0,
     model_overrides: dict[str, Any] | None = None,
+    objective: str = "none",
+    objective_overrides: dict[str, Any] | None = None,
     **train_overrides: Any,
 ) -> RunConfig:
-    """The full run config for a model under a preset; overrides are validated field names."""
+    """The full run config for a model under a preset and a semi-supervised objective
+    ("none": supervised, or the ELBO alone for the generative models); overrides are validated
+    field names."""
     check_preset(preset)
     mcfg = model_config(model, preset, **(model_overrides or {}))
+    ocfg = objective_config(objective, dict(objective_overrides or {}))
     train_cfg = TRAIN_PRESETS[preset]
     if model_class(model).uses_unlabelled:
+        train_cfg = dataclasses.replace(train_cfg, **GENERATIVE_TRAIN[preset])
+    if uses_unlabelled(model, objective):
         train_cfg = dataclasses.replace(
-            train_cfg, unlabelled_batch_size=UNLABELLED_PER_STEP[preset], **GENERATIVE_TRAIN[preset]
+            train_cfg, unlabelled_batch_size=UNLABELLED_PER_STEP[preset]
         )
     train_cfg = dataclasses.replace(
         train_cfg, seed=seed, **{k: v for k, v in train_overrides.items() if v is not None}
@@ -77,7 +87,15 @@ def run_config(
         data=DATA_PRESETS[preset],
         train=train_cfg,
         preset=preset,
+        objective=objective,
+        objective_config=dataclasses.asdict(ocfg),
     )
+
+
+def uses_unlabelled(model: str, objective: str = "none") -> bool:
+    """Whether a run learns from unlabelled slices: a generative model's ELBO, or a
+    semi-supervised objective's consistency term."""
+    return model_class(model).uses_unlabelled or objective_class(objective).semi_supervised
 
 
 def prepare_folder(
@@ -148,6 +166,8 @@ def fit(
     model_overrides: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    objective: str = "none",
+    objective_overrides: dict[str, Any] | None = None,
     **train_overrides: Any,
 ) -> FitResult:
     """Train `model` on a labelled folder (and an unlabelled one), then score it on the test part.
@@ -156,11 +176,13 @@ def fit(
     later run; the test metrics go to `out_dir/test/`.
     """
     out = Path(out_dir)
-    cfg = run_config(model, preset, seed, model_overrides, **train_overrides)
+    cfg = run_config(
+        model, preset, seed, model_overrides, objective, objective_overrides, **train_overrides
+    )
     labelled_set = prepare_folder(labelled, cfg.data, cache_dir, progress, require_masks=True)
     splits, parts = split_parts(labelled_set, Path(splits_path or out / "splits.json"))
     unlabelled_set = None
-    if unlabelled is not None and model_class(model).uses_unlabelled:
+    if unlabelled is not None and uses_unlabelled(model, objective):
         pool = prepare_folder(unlabelled, cfg.data, cache_dir, progress)
         # The pool is split by patient too; only its training part is trained on.
         _, pool_parts = split_parts(pool, out / "unlabelled_splits.json")

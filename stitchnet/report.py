@@ -86,6 +86,73 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
+def pooled_lesion_dice(metrics: dict) -> float:
+    """Lesion Dice over all test pixels at once (metrics.json's pooled_dice); NaN if absent."""
+    value = (metrics.get("pooled_dice") or {}).get("lesion_dice")
+    return float("nan") if value is None else float(value)
+
+
+def _mean_std(vals: list[float]) -> str:
+    return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else "n/a"
+
+
+def seed_table(runs: dict, label: dict) -> list[str]:
+    """Per variant: lesion Dice per seed (per-slice mean), its mean ± std, and pooled Dice."""
+    md = [
+        "| Method | seeds | lesion Dice per seed | mean ± std | pooled lesion Dice, mean ± std |",
+        "|---|---|---|---|---|",
+    ]
+    for k, by_seed in runs.items():
+        vals = [lesion_dice(by_seed[s]["metrics"]) for s in sorted(by_seed)]
+        pooled = [pooled_lesion_dice(by_seed[s]["metrics"]) for s in sorted(by_seed)]
+        per = ", ".join(f"{v:.3f}" for v in vals)
+        md.append(f"| {label[k]} | {len(vals)} | {per} | {_mean_std(vals)} | {_mean_std(pooled)} |")
+    return md
+
+
+def paired_gains(runs: dict, label: dict, pairs: tuple[tuple[str, str], ...]) -> list[str]:
+    """The per-seed gain of each "with" variant over its "without" (same seed, same split)."""
+    md = [
+        "| With | Without | gain per seed | mean gain | positive on every seed | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for with_key, without_key in pairs:
+        a, b = runs.get(with_key, {}), runs.get(without_key, {})
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        gains = [lesion_dice(a[s]["metrics"]) - lesion_dice(b[s]["metrics"]) for s in seeds]
+        spread = np.std([lesion_dice(a[s]["metrics"]) for s in seeds]) + np.std(
+            [lesion_dice(b[s]["metrics"]) for s in seeds]
+        )
+        mean = float(np.mean(gains))
+        # A difference smaller than the seeds' spread is not shown, whichever its sign.
+        verdict = "not shown" if abs(mean) <= spread else ("gain" if mean > 0 else "loss")
+        md.append(
+            f"| {label[with_key]} | {label[without_key]} | "
+            + ", ".join(f"{g:+.3f}" for g in gains)
+            + f" | {mean:+.3f} | {'yes' if all(g > 0 for g in gains) else 'no'} | {verdict} |"
+        )
+    return md
+
+
+def efficiency_table(curves: dict[str, dict[int, list[float]]]) -> list[str]:
+    counts = sorted({n for c in curves.values() for n in c})
+    md = [
+        "| Method | " + " | ".join(f"{n} labelled" for n in counts) + " |",
+        "|---|" + "---|" * len(counts),
+    ]
+    for name, curve in curves.items():
+        cells = [
+            ", ".join(f"{v:.3f}" for v in curve[n]) + f" (mean {np.mean(curve[n]):.3f})"
+            if n in curve
+            else "n/a"
+            for n in counts
+        ]
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    return md
+
+
 def _load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -200,6 +267,68 @@ def _figures(out: Path, runs: dict, test, fig_dir: Path) -> list[tuple[str, Path
     return made
 
 
+def _targets(out: Path, runs: dict, recommended: str) -> list[str]:
+    """Issue 9's targets: the recommended model against the supervised U-Net on the same labelled
+    slices, per seed: >= +0.05 lesion Dice at the full training part, >= +0.10 at 5 slices."""
+    md = []
+    checks = [("full training part", runs.get(recommended, {}), runs.get("unet", {}), 0.05)]
+    eff = {}
+    for run_dir in out.glob("efficiency/*/n5/seed*"):
+        metrics = _load_json(run_dir / "test" / "metrics.json")
+        if metrics is not None:
+            eff.setdefault(run_dir.parent.parent.name, {})[int(run_dir.name[4:])] = {
+                "metrics": metrics
+            }
+    checks.append(("5 labelled slices", eff.get(recommended, {}), eff.get("unet", {}), 0.10))
+    for what, a, b, target in checks:
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            md.append(f"- {what}: not run")
+            continue
+        gains = [lesion_dice(a[s]["metrics"]) - lesion_dice(b[s]["metrics"]) for s in seeds]
+        met = np.mean(gains) >= target and all(g > 0 for g in gains)
+        md.append(
+            f"- {what}: gain over the supervised U-Net per seed "
+            + ", ".join(f"{g:+.3f}" for g in gains)
+            + f", mean {np.mean(gains):+.3f} against a target of +{target:.2f} with every seed "
+            f"positive: **{'met' if met else 'missed'}**"
+        )
+    return md
+
+
+def _ssl_sections(out: Path, runs: dict, label: dict) -> list[str]:
+    """Paired per-seed gains, the recommended model and the targets (preset cpu's comparison)."""
+    from stitchnet.reproduce import PAIRS
+
+    md = []
+    if any(a in runs and b in runs for a, b in PAIRS):
+        md += [
+            "## Does the unlabelled pool help? Per-seed gains, paired by seed",
+            "",
+            "Gain = lesion Dice of the run with unlabelled slices minus that of the same seed "
+            "without. 'not shown': the mean gain is smaller than the two variants' seed spreads "
+            "(standard deviations) added.",
+            "",
+            *paired_gains(runs, label, PAIRS),
+            "",
+        ]
+    rec = _load_json(out / "recommended.json")
+    if rec is not None:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in rec["val_lesion_dice"].items())
+        md += [
+            "## The recommended model",
+            "",
+            f"**{rec['label']}** (`--model {rec['model']} --ssl {rec['objective']}`): "
+            f"{rec['rule']}. Candidates' mean validation lesion Dice: {scores}.",
+            "",
+            "Targets (test split):",
+            "",
+            *_targets(out, runs, rec["variant"]),
+            "",
+        ]
+    return md
+
+
 def build_report(out: Path) -> Path:
     from stitchnet.reproduce import environment
 
@@ -232,18 +361,16 @@ def build_report(out: Path) -> Path:
         "",
         "## Lesion Dice over seeds (mean of GGO and consolidation F1; mean ± std over seeds)",
         "",
-        "| Method | seeds | lesion Dice per seed | mean ± std |",
-        "|---|---|---|---|",
+        "Per-slice means, as everywhere else; the last column pools every test pixel instead.",
+        "",
+        *seed_table(runs, label),
+        "",
     ]
-    spread = {}
-    for k, by_seed in runs.items():
-        vals = [lesion_dice(by_seed[s]["metrics"]) for s in sorted(by_seed)]
-        spread[label[k]] = vals
-        per = ", ".join(f"{v:.3f}" for v in vals)
-        md.append(
-            f"| {label[k]} | {len(vals)} | {per} | {np.mean(vals):.3f} ± {np.std(vals):.3f} |"
-        )
-    md.append("")
+    spread = {
+        label[k]: [lesion_dice(by_seed[s]["metrics"]) for s in sorted(by_seed)]
+        for k, by_seed in runs.items()
+    }
+    md += _ssl_sections(out, runs, label)
     ssl, sup = (
         spread.get(label.get("stitchnet_ssl", "")),
         spread.get(label.get("stitchnet_sup", "")),
@@ -267,6 +394,7 @@ def build_report(out: Path) -> Path:
     made = _figures(out, runs, test, fig_dir)
     curves = collect_efficiency(out, runs)
     if curves:
+        md += ["## Label efficiency (test lesion Dice per seed)", "", *efficiency_table(curves), ""]
         made.append(
             (
                 "Label efficiency",

@@ -14,6 +14,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +28,16 @@ class Variant:
     model: str
     unlabelled: bool = False
     encoder_weights: str | None = None
+    objective: str = (
+        "none"  # semi-supervised objective (stitchnet.objectives), "none": supervised/ELBO
+    )
+    # objective config overrides as (field, value) pairs (a dict would not be hashable)
+    objective_overrides: tuple[tuple[str, Any], ...] = ()
+    candidate: bool = False  # may become the recommended model (chosen on validation, never test)
 
 
-VARIANTS = (
+# The paper's comparison (presets paper, cpu-small, debug).
+PAPER_VARIANTS = (
     Variant("stitchnet_ssl", "StitchNet (labelled + unlabelled)", "stitchnet", unlabelled=True),
     Variant("stitchnet_sup", "StitchNet (labelled only)", "stitchnet"),
     Variant(
@@ -41,7 +49,57 @@ VARIANTS = (
     ),
     Variant("segnet", "SegNet (VGG16)", "segnet"),
 )
-EFFICIENCY_VARIANTS = ("unet", "stitchnet_sup", "stitchnet_ssl")
+
+
+def _ssl(key: str, label: str, model: str, objective: str, candidate: bool = True, **over: Any):
+    return Variant(
+        key,
+        label,
+        model,
+        unlabelled=True,
+        objective=objective,
+        objective_overrides=tuple(sorted(over.items())),
+        candidate=candidate,
+    )
+
+
+# Issue 9's comparison (preset cpu): the supervised U-Net, the U-Net with every consistency
+# method, faithful StitchNet with and without the pool, the skip variant without the pool, with
+# the pool through its ELBO alone, with consistency + ELBO, and with consistency alone (the ELBO
+# on labelled rows only): the last pair asks whether the generative term adds anything.
+SSL_VARIANTS = (
+    Variant("unet", "U-Net (supervised)", "unet"),
+    _ssl("unet_mt", "U-Net + Mean Teacher", "unet", "mean_teacher"),
+    _ssl("unet_fixmatch", "U-Net + FixMatch", "unet", "fixmatch"),
+    _ssl("unet_unimatch", "U-Net + UniMatch", "unet", "unimatch"),
+    _ssl("unet_bcp", "U-Net + BCP copy-paste", "unet", "bcp"),
+    Variant("stitchnet_ssl", "StitchNet (labelled + unlabelled)", "stitchnet", unlabelled=True),
+    Variant("stitchnet_sup", "StitchNet (labelled only)", "stitchnet"),
+    Variant("skip_sup", "StitchNet-skip (labelled only)", "stitchnet-skip"),
+    Variant(
+        "skip_elbo", "StitchNet-skip + unlabelled (ELBO only)", "stitchnet-skip", unlabelled=True
+    ),
+    _ssl("skip_unimatch", "StitchNet-skip + UniMatch + ELBO", "stitchnet-skip", "unimatch"),
+    _ssl(
+        "skip_unimatch_noelbo",
+        "StitchNet-skip + UniMatch, no ELBO on unlabelled",
+        "stitchnet-skip",
+        "unimatch",
+        elbo_unlabelled=False,
+    ),
+)
+# "with unlabelled" -> "without" pairs whose per-seed gain the report prints.
+PAIRS = (
+    ("unet_mt", "unet"),
+    ("unet_fixmatch", "unet"),
+    ("unet_unimatch", "unet"),
+    ("unet_bcp", "unet"),
+    ("stitchnet_ssl", "stitchnet_sup"),
+    ("skip_elbo", "skip_sup"),
+    ("skip_unimatch", "skip_sup"),
+    ("skip_unimatch_noelbo", "skip_sup"),
+    ("skip_unimatch", "skip_unimatch_noelbo"),
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +110,13 @@ class Protocol:
     label_counts: tuple[int, ...]
     efficiency_seeds: int
     note: str = ""
+    variants: tuple[Variant, ...] = PAPER_VARIANTS
+    # Variant keys of the label-efficiency panel; RECOMMENDED stands for the candidate chosen on
+    # validation after the main runs.
+    efficiency: tuple[str, ...] = ("unet", "stitchnet_sup", "stitchnet_ssl")
 
 
+RECOMMENDED = "recommended"
 PROTOCOLS = {
     "paper": Protocol(seeds=3, label_counts=(5, 10, 20), efficiency_seeds=3),
     "cpu-small": Protocol(
@@ -65,6 +128,16 @@ PROTOCOLS = {
         "seed, to stay under 30 minutes on 2 CPU cores: StitchNet needs ~100-125 steps to "
         "leave its 'no lesion' plateau, so every model trains 144 steps (36 epochs), and 3 "
         "seeds at that budget would not fit.",
+    ),
+    "cpu": Protocol(
+        seeds=3,
+        label_counts=(5, 15),
+        efficiency_seeds=2,
+        variants=SSL_VARIANTS,
+        efficiency=("unet", RECOMMENDED),
+        note="cpu: every variant at 128 px, 3 seeds; the recommended model is the candidate with "
+        "the best mean validation lesion Dice over seeds (never the test split); the label-"
+        "efficiency panel trains it and the supervised U-Net on 5 and 15 labelled slices, 2 seeds.",
     ),
     "debug": Protocol(seeds=1, label_counts=(5,), efficiency_seeds=1, note="debug: 1 seed."),
 }
@@ -115,7 +188,7 @@ def _run(
     if variant.encoder_weights:
         # The ImageNet file is for the width-1.0 MobileNetV2, whatever the preset's width.
         overrides = {"encoder_weights": variant.encoder_weights, "width_mult": 1.0}
-    pipeline.fit(
+    res = pipeline.fit(
         variant.model,
         labelled,
         run_dir,
@@ -124,22 +197,94 @@ def _run(
         seed=seed,
         splits_path=splits_path,
         model_overrides=overrides,
+        objective=variant.objective,
+        objective_overrides=dict(variant.objective_overrides),
         cache_dir=cache_dir,
         progress=progress,
         max_labelled=max_labelled,
     )
+    best = [r for r in res.train.history if r["epoch"] == res.train.best_epoch]
     info = {
         "variant": variant.key,
         "label": variant.label,
         "model": variant.model,
+        "objective": variant.objective,
+        "objective_overrides": dict(variant.objective_overrides),
         "seed": seed,
         "max_labelled": max_labelled,
         "unlabelled": variant.unlabelled,
         "encoder_weights": variant.encoder_weights,
+        # Validation scores of best.pt: what the recommended model is chosen on.
+        "val_lesion_dice": best[0].get("val_lesion_dice") if best else None,
+        "val_overall_f1": res.train.best_metric,
         "wall_s": round(time.perf_counter() - start, 1),
     }
     info_path.write_text(json.dumps(info, indent=2))
     return info
+
+
+def _job(args: tuple) -> tuple[str, float]:
+    """One run in a worker process (reproduce --jobs): its own share of the CPU threads."""
+    import torch
+
+    threads, *run_args = args
+    torch.set_num_threads(threads)
+    info = _run(*run_args)
+    return str(run_args[1]), info["wall_s"]
+
+
+def _run_all(jobs: list[tuple], n_jobs: int) -> None:
+    """Run jobs one after the other (n_jobs 1), or side by side in worker processes (e.g. many
+    small runs on one GPU); either way each finished run is skipped on a rerun."""
+    if n_jobs <= 1:
+        for i, job in enumerate(jobs, 1):
+            variant, run_dir = job[0], job[1]
+            print(f"[{i}/{len(jobs)}] {variant.label}: {run_dir}", flush=True)
+            _run(*job)
+        return
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    # progress bars off in workers: n bars interleaved on one terminal are unreadable.
+    tasks = [(threads, *job[:8], False, *job[9:]) for job in jobs]
+    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_job, t) for t in tasks]
+        for i, fut in enumerate(as_completed(futures), 1):
+            run_dir, wall = fut.result()
+            print(f"[{i}/{len(jobs)}] done in {wall:.0f} s: {run_dir}", flush=True)
+
+
+def choose_recommended(out: Path, variants: tuple[Variant, ...]) -> Variant | None:
+    """The candidate with the best mean validation lesion Dice over its seeds (test is never
+    looked at); written to out/recommended.json with every candidate's score."""
+    scores = {}
+    for v in variants:
+        if not v.candidate:
+            continue
+        vals = []
+        for info_path in sorted((out / "runs" / v.key).glob("seed*/run_info.json")):
+            val = json.loads(info_path.read_text()).get("val_lesion_dice")
+            if val is not None and not np.isnan(val):
+                vals.append(float(val))
+        if vals:
+            scores[v.key] = float(np.mean(vals))
+    if not scores:
+        return None
+    key = max(scores, key=scores.get)
+    chosen = next(v for v in variants if v.key == key)
+    record = {
+        "variant": key,
+        "label": chosen.label,
+        "model": chosen.model,
+        "objective": chosen.objective,
+        "objective_overrides": dict(chosen.objective_overrides),
+        "rule": "highest mean validation lesion Dice over seeds among the candidates",
+        "val_lesion_dice": scores,
+    }
+    (out / "recommended.json").write_text(json.dumps(record, indent=2))
+    return chosen
 
 
 def reproduce(
@@ -150,38 +295,61 @@ def reproduce(
     n_seeds: int | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
-    variants: tuple[Variant, ...] = VARIANTS,
+    variants: tuple[Variant, ...] | None = None,
+    jobs: int = 1,
 ) -> Path:
-    """Run the whole comparison (resuming whatever finished) and write the report."""
+    """Run the whole comparison (resuming whatever finished) and write the report.
+
+    `jobs` > 1 runs that many trainings side by side in worker processes (for a GPU; on 2 CPU
+    cores keep 1)."""
     protocol = PROTOCOLS[preset]
+    variants = protocol.variants if variants is None else variants
     seeds = range(n_seeds if n_seeds is not None else protocol.seeds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits_path = out / "splits.json"
     started = time.perf_counter()
-    jobs = [(v, out / "runs" / v.key / f"seed{s}", s, None) for s in seeds for v in variants]
-    by_key = {v.key: v for v in variants}
-    for count in protocol.label_counts:
-        for key in EFFICIENCY_VARIANTS:
-            if key in by_key:
-                for s in range(min(protocol.efficiency_seeds, len(seeds))):
-                    run_dir = out / "efficiency" / key / f"n{count}" / f"seed{s}"
-                    jobs.append((by_key[key], run_dir, s, count))
-    for i, (variant, run_dir, seed, count) in enumerate(jobs, 1):
-        what = f"{variant.label}, seed {seed}" + (f", {count} labelled" if count else "")
-        print(f"[{i}/{len(jobs)}] {what}", flush=True)
-        _run(
-            variant,
+    if jobs > 1:
+        # Fill the pre-processing cache and write the split once, before workers race for them.
+        cfg = pipeline.run_config("unet", preset)
+        data = pipeline.prepare_folder(labelled, cfg.data, cache_dir, progress, True)
+        pipeline.split_parts(data, splits_path)
+        if any(v.unlabelled for v in variants):
+            pipeline.prepare_folder(unlabelled, cfg.data, cache_dir, progress)
+
+    def job(v: Variant, run_dir: Path, s: int, count: int | None) -> tuple:
+        return (
+            v,
             run_dir,
             preset,
-            seed,
+            s,
             labelled,
             unlabelled,
             splits_path,
             cache_dir,
             progress,
-            max_labelled=count,
+            count,
         )
+
+    _run_all(
+        [job(v, out / "runs" / v.key / f"seed{s}", s, None) for s in seeds for v in variants], jobs
+    )
+    by_key = {v.key: v for v in variants}
+    if RECOMMENDED in protocol.efficiency:
+        chosen = choose_recommended(out, variants)
+        if chosen is not None:
+            by_key[RECOMMENDED] = chosen
+            print(f"recommended (best mean validation lesion Dice): {chosen.label}", flush=True)
+    eff = []
+    for count in protocol.label_counts:
+        for key in protocol.efficiency:
+            if key in by_key:
+                v = by_key[key]
+                for s in range(min(protocol.efficiency_seeds, len(seeds))):
+                    eff.append(
+                        job(v, out / "efficiency" / v.key / f"n{count}" / f"seed{s}", s, count)
+                    )
+    _run_all(eff, jobs)
     meta = {
         "preset": preset,
         "seeds": list(seeds),
@@ -191,6 +359,7 @@ def reproduce(
         "labelled": labelled,
         "unlabelled": unlabelled,
         "variants": [v.key for v in variants],
+        "jobs": jobs,
         "wall_s_this_invocation": round(time.perf_counter() - started, 1),
     }
     (out / "reproduce.json").write_text(json.dumps(meta, indent=2))

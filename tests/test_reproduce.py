@@ -69,3 +69,37 @@ def test_samples_figure_takes_one_row_or_labelled_rows(tmp_path):
     assert one.stat().st_size > 1000 and rows.stat().st_size > one.stat().st_size
     with pytest.raises(ValueError, match="expected 2 labels, got 1"):
         samples_figure(rng.random((2, 3, 32, 32)), None, tmp_path / "x.png", row_labels=["t"])
+
+
+def _fake_run(out, key, seed, val, ggo_f1, con_f1):
+    """A finished run folder as reproduce leaves it: run_info.json and test/metrics.json."""
+    run = out / "runs" / key / f"seed{seed}"
+    (run / "test").mkdir(parents=True)
+    (run / "run_info.json").write_text(
+        json.dumps({"variant": key, "label": key, "seed": seed, "val_lesion_dice": val})
+    )
+    f1 = {"ggo": ggo_f1, "consolidation": con_f1}
+    groups = {g: {"f1": {"mean": v, "std": 0.0, "n": 3}} for g, v in f1.items()}
+    (run / "test" / "metrics.json").write_text(json.dumps({"groups": groups}))
+
+
+def test_recommended_is_chosen_on_validation_and_gains_are_paired_by_seed(tmp_path):
+    from stitchnet.report import collect, paired_gains
+    from stitchnet.reproduce import SSL_VARIANTS, choose_recommended
+
+    # fixmatch: better on validation (0.5 vs 0.4) but worse on test; the choice must follow
+    # validation. Its test lesion Dice per seed: 0.35, 0.45; the U-Net's: 0.30, 0.40.
+    for seed, (val_fm, val_um) in enumerate([(0.5, 0.4), (0.5, 0.4)]):
+        _fake_run(tmp_path, "unet_fixmatch", seed, val_fm, 0.3 + 0.1 * seed, 0.4 + 0.1 * seed)
+        _fake_run(tmp_path, "unet_unimatch", seed, val_um, 0.9, 0.9)
+        _fake_run(tmp_path, "unet", seed, None, 0.2 + 0.1 * seed, 0.4 + 0.1 * seed)
+    chosen = choose_recommended(tmp_path, SSL_VARIANTS)
+    assert chosen.key == "unet_fixmatch"
+    record = json.loads((tmp_path / "recommended.json").read_text())
+    assert record["val_lesion_dice"] == {"unet_fixmatch": 0.5, "unet_unimatch": 0.4}
+
+    runs = collect(tmp_path)
+    rows = paired_gains(runs, {k: k for k in runs}, (("unet_fixmatch", "unet"),))
+    # Gains +0.05 on both seeds: positive on every seed, but smaller than the seeds' spreads
+    # (std 0.05 + 0.05): not shown.
+    assert rows[2] == "| unet_fixmatch | unet | +0.050, +0.050 | +0.050 | yes | not shown |"

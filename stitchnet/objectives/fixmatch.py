@@ -38,6 +38,9 @@ class FixMatchConfig:
     class_thresholds: tuple[float, float, float, float] | None = None
     cutmix: bool = True  # CutMix the strong view with a partner row (UniMatch's recipe)
     teacher_ema: float | None = None  # EMA decay of a teacher for pseudo-labels; None: student
+    # Generative models: False keeps the unlabelled rows out of model.loss, so they reach the
+    # model only through the consistency term (asks what the ELBO adds on top of it).
+    elbo_unlabelled: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -73,6 +76,13 @@ class FixMatch(Objective):
             xs, labels, keep = cutmix_with_partner(xs, labels, keep, params)
         return masked_cross_entropy(self.model(xs), labels, keep)
 
+    def _model_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """model.loss on every row, or on the labelled rows alone (elbo_unlabelled=False)."""
+        if self.config.elbo_unlabelled:
+            return dict(self.model.loss(batch))
+        rows = batch["labelled"].bool()
+        return dict(self.model.loss({k: v[rows] for k, v in batch.items()}))
+
     def _unlabelled(self, batch: dict[str, torch.Tensor]):
         """Rows without masks: indices (u,), weak views (u, 1, S, S), lung (u, S, S) or None."""
         unl = (~batch["labelled"].bool()).nonzero().squeeze(1)
@@ -82,7 +92,7 @@ class FixMatch(Objective):
     def forward(
         self, batch: dict[str, torch.Tensor], draws: Draws | None = None
     ) -> dict[str, torch.Tensor]:
-        terms = dict(self.model.loss(batch))
+        terms = self._model_loss(batch)
         unl, xw, lung = self._unlabelled(batch)
         zero = terms["loss"].new_zeros(())
         extra = {"loss_u": zero, "mask_ratio": zero, "lesion_share": zero}

@@ -33,6 +33,7 @@ class UniMatchConfig:
     class_thresholds: tuple[float, float, float, float] | None = None  # see FixMatchConfig
     cutmix: bool = True
     teacher_ema: float | None = None  # None: the student's own weak prediction (UniMatch)
+    elbo_unlabelled: bool = True  # see FixMatchConfig
 
     def __post_init__(self) -> None:
         if len(self.weights) != 3:
@@ -57,7 +58,7 @@ class UniMatch(FixMatch):
     def forward(
         self, batch: dict[str, torch.Tensor], draws: Draws | None = None
     ) -> dict[str, torch.Tensor]:
-        terms = dict(self.model.loss(batch))
+        terms = self._model_loss(batch)
         unl, xw, lung = self._unlabelled(batch)
         zero = terms["loss"].new_zeros(())
         extra = dict.fromkeys(("loss_s1", "loss_s2", "loss_fp", "mask_ratio", "lesion_share"), zero)

@@ -199,3 +199,22 @@ def test_ssl_objectives_use_unlabelled_rows_for_any_model():
     assert not build_objective("none", unet).uses_unlabelled()
     for name in OBJECTIVES[1:]:
         assert build_objective(name, build_model("unet", preset="debug")).uses_unlabelled()
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "unimatch"])
+def test_elbo_unlabelled_false_keeps_unlabelled_rows_out_of_model_loss(name):
+    seen = []
+
+    class Recording(Double):
+        def loss(self, batch):
+            seen.append(batch["labelled"].tolist())
+            return super().loss(batch)
+
+    draws = {"s1": _identity_views(4), "s2": _identity_views(4)}
+    for elbo_unlabelled, expected in ((True, [True, True, False, False]), (False, [True, True])):
+        seen.clear()
+        obj = build_objective(name, Recording(DoubleConfig()), {"elbo_unlabelled": elbo_unlabelled})
+        terms = obj(_batch(), draws)
+        assert seen == [expected]
+        # The consistency term is there either way: the unlabelled rows still train the model.
+        assert "mask_ratio" in terms and float(terms["mask_ratio"]) > 0
