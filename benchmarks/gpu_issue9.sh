@@ -10,6 +10,8 @@ set -u
 OUT=${OUT:-gpu-out}
 JOBS=${JOBS:-12}
 LIMIT=${LIMIT:-500}          # seconds for everything; unfinished runs are reported as such
+EPOCHS=${EPOCHS:+--epochs $EPOCHS}  # EPOCHS=1 for a smoke run of the script itself
+SEEDS=${SEEDS:+--seeds $SEEDS}
 export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 mkdir -p "$OUT" runs/gpu
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/device.txt" 2>&1
@@ -25,14 +27,14 @@ left=$(( LIMIT - ($(date +%s) - start) ))
 paper() {  # name, then train arguments
   local name=$1; shift
   timeout $left python3 -m stitchnet.cli train --labelled $L --preset paper --quiet \
-    --out runs/gpu/paper/$name "$@" > runs/gpu/paper-$name.log 2>&1
+    --out runs/gpu/paper/$name $EPOCHS "$@" > runs/gpu/paper-$name.log 2>&1
 }
 mkdir -p runs/gpu/paper
 paper unet --model unet --ssl none &
 paper unet_fixmatch --model unet --ssl fixmatch --unlabelled $U &
 paper skip_unimatch --model stitchnet-skip --ssl unimatch --unlabelled $U &
 timeout $left python3 -m stitchnet.cli reproduce --preset cpu --out runs/gpu/cpu --jobs $JOBS \
-  --quiet > runs/gpu/reproduce.log 2>&1
+  $EPOCHS $SEEDS --quiet > runs/gpu/reproduce.log 2>&1
 echo "reproduce exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
 wait
 echo "all done after $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"

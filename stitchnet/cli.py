@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="trainings side by side in worker processes (a GPU takes ~12; 2 CPU cores: 1)",
     )
+    p.add_argument("--epochs", type=int, default=None, help="override every run's epochs (smoke)")
     _add_common(p)
 
     p = sub.add_parser("report", help="(re)write the report of a reproduce folder from its runs")
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_seeds=args.seeds,
                 cache_dir=args.cache,
                 jobs=args.jobs,
+                epochs=args.epochs,
                 progress=progress,
             )
         elif args.command == "segment":

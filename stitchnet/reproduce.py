@@ -34,6 +34,7 @@ class Variant:
     # objective config overrides as (field, value) pairs (a dict would not be hashable)
     objective_overrides: tuple[tuple[str, Any], ...] = ()
     candidate: bool = False  # may become the recommended model (chosen on validation, never test)
+    model_overrides: tuple[tuple[str, Any], ...] = ()  # model config fields, as (field, value)
 
 
 # The paper's comparison (presets paper, cpu-small, debug).
@@ -69,6 +70,12 @@ def _ssl(key: str, label: str, model: str, objective: str, candidate: bool = Tru
 # on labelled rows only): the last pair asks whether the generative term adds anything.
 SSL_VARIANTS = (
     Variant("unet", "U-Net (supervised)", "unet"),
+    Variant(
+        "unet_cedice",
+        "U-Net (supervised, CE + Dice)",
+        "unet",
+        model_overrides=(("loss", "ce+dice"),),
+    ),
     _ssl("unet_mt", "U-Net + Mean Teacher", "unet", "mean_teacher"),
     _ssl("unet_fixmatch", "U-Net + FixMatch", "unet", "fixmatch"),
     _ssl("unet_unimatch", "U-Net + UniMatch", "unet", "unimatch"),
@@ -88,8 +95,10 @@ SSL_VARIANTS = (
         elbo_unlabelled=False,
     ),
 )
-# "with unlabelled" -> "without" pairs whose per-seed gain the report prints.
+# "with" -> "without" pairs whose per-seed gain the report prints: the unlabelled pool, and
+# (first) the class-balanced label term.
 PAIRS = (
+    ("unet_cedice", "unet"),
     ("unet_mt", "unet"),
     ("unet_fixmatch", "unet"),
     ("unet_unimatch", "unet"),
@@ -178,16 +187,17 @@ def _run(
     cache_dir: str | None,
     progress: bool,
     max_labelled: int | None = None,
+    epochs: int | None = None,
 ) -> dict:
     """Train and test one variant unless it already finished; returns its run_info."""
     info_path = run_dir / "run_info.json"
     if info_path.exists() and (run_dir / "test" / "metrics.json").exists():
         return json.loads(info_path.read_text())
     start = time.perf_counter()
-    overrides = {}
+    overrides = dict(variant.model_overrides)
     if variant.encoder_weights:
         # The ImageNet file is for the width-1.0 MobileNetV2, whatever the preset's width.
-        overrides = {"encoder_weights": variant.encoder_weights, "width_mult": 1.0}
+        overrides.update(encoder_weights=variant.encoder_weights, width_mult=1.0)
     res = pipeline.fit(
         variant.model,
         labelled,
@@ -202,6 +212,7 @@ def _run(
         cache_dir=cache_dir,
         progress=progress,
         max_labelled=max_labelled,
+        epochs=epochs,
     )
     best = [r for r in res.train.history if r["epoch"] == res.train.best_epoch]
     info = {
@@ -297,11 +308,12 @@ def reproduce(
     progress: bool = True,
     variants: tuple[Variant, ...] | None = None,
     jobs: int = 1,
+    epochs: int | None = None,
 ) -> Path:
     """Run the whole comparison (resuming whatever finished) and write the report.
 
     `jobs` > 1 runs that many trainings side by side in worker processes (for a GPU; on 2 CPU
-    cores keep 1)."""
+    cores keep 1). `epochs` overrides the preset's for every run (a quick smoke run)."""
     protocol = PROTOCOLS[preset]
     variants = protocol.variants if variants is None else variants
     seeds = range(n_seeds if n_seeds is not None else protocol.seeds)
@@ -318,18 +330,9 @@ def reproduce(
             pipeline.prepare_folder(unlabelled, cfg.data, cache_dir, progress)
 
     def job(v: Variant, run_dir: Path, s: int, count: int | None) -> tuple:
-        return (
-            v,
-            run_dir,
-            preset,
-            s,
-            labelled,
-            unlabelled,
-            splits_path,
-            cache_dir,
-            progress,
-            count,
-        )
+        """_run's arguments, in its order."""
+        common = (labelled, unlabelled, splits_path, cache_dir, progress)
+        return (v, run_dir, preset, s, *common, count, epochs)
 
     _run_all(
         [job(v, out / "runs" / v.key / f"seed{s}", s, None) for s in seeds for v in variants], jobs
@@ -360,6 +363,7 @@ def reproduce(
         "unlabelled": unlabelled,
         "variants": [v.key for v in variants],
         "jobs": jobs,
+        "epochs_override": epochs,
         "wall_s_this_invocation": round(time.perf_counter() - started, 1),
     }
     (out / "reproduce.json").write_text(json.dumps(meta, indent=2))
