@@ -46,8 +46,8 @@ class StitchNetSkipConfig(StitchNetConfig):
     # gradient is ~1/10 of the common classes', and every StitchNet run lost it (issue 9). The
     # batch-pooled Dice weights the four classes equally whatever their pixel counts; the
     # categorical term keeps pi a calibrated per-pixel posterior, which confidence-thresholded
-    # pseudo-labels need and a Dice alone does not give. Focal loss reweights by confidence, not
-    # by class, and at the authors' weight 100 did not keep consolidation either.
+    # pseudo-labels need and a Dice alone does not give. Focal loss (also an option) reweights
+    # pixels by confidence, not by class.
     label_loss: str = "ce+dice"
     # The per-pixel Beta log-density of the image is several nats per pixel against ~1 for the
     # label term; weighted 10 (as StitchNet's CPU presets) the labels are not drowned by it.
