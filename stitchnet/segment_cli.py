@@ -12,10 +12,18 @@ CT series is chosen when there are several, or --series UID), a NIfTI volume (.n
 folder of slices. Writes DIR/labels.nii.gz (0 background, 1 healthy lung, 2 ground-glass opacity,
 3 consolidation; the input's shape and affine, so it overlays the scan in any viewer),
 DIR/lung.nii.gz (1 the patient's right lung, 2 the left), DIR/burden.json and DIR/burden.csv (lung,
-GGO and consolidation in mL and as % of lung, per lung and in total) and DIR/overlays/ (one PNG per
-slice: GGO green, consolidation blue). Lesions are reported only inside the lung field found by
-the shipped lung segmenter and cleaned in 3-D; inside it, pixels the model calls background count
-as healthy lung. DIR is written in full or not at all. Bad input ends with exit status 2.
+GGO and consolidation in mL and as % of lung, per lung and in total), DIR/overlays/ (one PNG per
+slice: GGO green, consolidation blue) and DIR/report.html (one self-contained HTML viewer: slice
+scroller, label overlay, lung and soft-tissue windows, burden table, GGO/consolidation mL per
+slice; --no-report skips it).
+--uncertainty adds DIR/uncertainty.nii.gz (predictive entropy of the lung label, nats),
+DIR/uncertainty_mi.nii.gz (mutual information of --samples posterior draws of z for StitchNet
+models, of the four flips for the others) and DIR/uncertainty.csv (per-slice means in the lung).
+StitchNet-family models also write DIR/healthy_twin.nii.gz (the scan in HU, every lesion voxel
+replaced by the healthy style of that voxel) and DIR/healthy_twin_diff.nii.gz (--no-twin skips).
+Lesions are reported only inside the lung field found by the shipped lung segmenter and cleaned in
+3-D; inside it, pixels the model calls background count as healthy lung. DIR is written in full or
+not at all. Bad input ends with exit status 2.
 """
 
 
@@ -40,6 +48,17 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--series", default=None, help="SeriesInstanceUID when the folder has several")
     p.add_argument("--batch-size", type=int, default=32, help="slices per batch (default 32)")
     p.add_argument("--no-overlays", action="store_true", help="skip the per-slice PNGs")
+    p.add_argument("--no-report", action="store_true", help="skip DIR/report.html")
+    p.add_argument(
+        "--uncertainty", action="store_true", help="write the uncertainty maps and uncertainty.csv"
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=8,
+        help="posterior draws of z for --uncertainty with StitchNet models (default 8)",
+    )
+    p.add_argument("--no-twin", action="store_true", help="skip the healthy twin (StitchNet)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_segment)
     return p
@@ -57,11 +76,21 @@ def run_segment(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         overlays=not args.no_overlays,
         progress=not args.quiet,
+        report=not args.no_report,
+        uncertainty=args.uncertainty,
+        samples=args.samples,
+        twin=not args.no_twin,
     )
+    written = ["labels.nii.gz", "lung.nii.gz", "burden.json", "burden.csv"]
+    written += [] if args.no_report else ["report.html"]
+    written += (burden.get("uncertainty") or {}).get("files", [])
+    written += (burden.get("healthy_twin") or {}).get("files", [])
     total = burden["regions"]["total"]
     pct = total["lesion_pct"]
     print(
         f"lung {total['lung_ml']:.1f} mL, GGO {total['ggo_ml']:.1f} mL, consolidation "
         f"{total['consolidation_ml']:.1f} mL ({'n/a' if pct is None else f'{pct:.1f}'} % of "
-        f"lung); wrote {args.out}/labels.nii.gz, lung.nii.gz, burden.json, burden.csv"
+        f"lung); wrote {args.out}/{', '.join(written)}"
     )
+    for note in burden["notes"]:
+        print(f"note: {note}")

@@ -61,6 +61,7 @@ def load_segmentation_model(
         "model_name": ckpt["model_name"],
         "default": Path(path) == DEFAULT_MODEL,
         "epoch": ckpt.get("epoch"),
+        "stitchnet_version": ckpt.get("stitchnet_version"),  # the code that trained it
     }
     return model.float().eval(), RunConfig.from_dict(ckpt["run_config"]), info
 

@@ -7,6 +7,14 @@
     DIR/burden.csv      the same numbers, one row per region
     DIR/overlays/       slice_ZZZZ.png per display slice (Z from inferior to superior): the
                         windowed scan with GGO tinted green and consolidation blue
+    DIR/report.html     the viewer (viewer.py): one self-contained file over the whole scan
+with uncertainty=True (the lung label's doubt, uncertainty.py):
+    DIR/uncertainty.nii.gz     float32 predictive entropy in nats (0 .. log 3), input geometry
+    DIR/uncertainty_mi.nii.gz  float32 mutual information of the draws (0 .. the entropy)
+    DIR/uncertainty.csv        per display slice: lung voxels, mean entropy and MI in the lung
+for StitchNet-family models (twin.py), unless twin=False:
+    DIR/healthy_twin.nii.gz       float32 HU: the scan, each lesion voxel at its healthy style
+    DIR/healthy_twin_diff.nii.gz  float32 HU: twin - scan, exactly 0 outside lesion voxels
 
 Everything is written into a temporary folder beside DIR and renamed to DIR at the end, so an
 error or an interruption never leaves a DIR that looks complete.
@@ -14,22 +22,30 @@ error or an interruption never leaves a DIR that looks complete.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from stitchnet.data.sources import hu_window
-from stitchnet.data.volumes import read_volume, write_label_volume
+from stitchnet.data.volumes import Volume, read_volume, write_label_volume
 from stitchnet.figures import overlay
 from stitchnet.inference.burden import burden_csv, lesion_burden
 from stitchnet.inference.defaults import load_segmentation_model
 from stitchnet.inference.fast import inference_copy
-from stitchnet.inference.segment import segment_volume
+from stitchnet.inference.segment import Segmentation, segment_volume
+from stitchnet.inference.twin import has_styles
+from stitchnet.inference.uncertainty import uncertainty_csv
+from stitchnet.inference.viewer import lesion_ml_per_slice, write_viewer
+
+REPORT_COLUMNS = ("lung_ml", "ggo_ml", "consolidation_ml", "lesion_ml", "lesion_pct")
 
 
 def segment_scan(
@@ -40,6 +56,11 @@ def segment_scan(
     batch_size: int = 32,
     overlays: bool = True,
     progress: bool = True,
+    report: bool = True,
+    uncertainty: bool = False,
+    samples: int = 8,
+    twin: bool = True,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Segment a DICOM folder, NIfTI file or folder of slices; write DIR; return burden.json.
 
@@ -51,10 +72,29 @@ def segment_scan(
         batch_size: slices per batch.
         overlays: write the per-slice overlay PNGs.
         progress: a progress bar over slices.
+        report: write report.html, the viewer.
+        uncertainty: write the uncertainty maps and their per-slice summary.
+        samples: posterior draws of z for the uncertainty of StitchNet-family models (other
+            models use the four flips).
+        twin: write the healthy twin when the model has styles (StitchNet family).
+        seed: seed of the posterior draws, so a rerun gives the same maps.
     """
+    if uncertainty and samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
     net, run_cfg, model_info = load_segmentation_model(model)
     vol = read_volume(scan, series_uid=series_uid)
-    result = segment_volume(inference_copy(net), run_cfg.data, vol, None, batch_size, progress)
+    make_twin = twin and has_styles(net)
+    result = segment_volume(
+        inference_copy(net),
+        run_cfg.data,
+        vol,
+        None,
+        batch_size,
+        progress,
+        uncertainty_samples=samples if uncertainty else 0,
+        twin=make_twin,
+        generator=torch.Generator().manual_seed(seed),
+    )
     burden = {
         "source": vol.source,
         "kind": vol.kind,
@@ -67,6 +107,19 @@ def segment_scan(
         "regions": lesion_burden(result.labels, result.lung, vol.voxel_volume_ml()),
         "notes": list(getattr(vol, "notes", [])),
     }
+    if uncertainty:
+        burden["uncertainty"] = _uncertainty_summary(result, net, samples, seed)
+    if make_twin:
+        burden["healthy_twin"] = {
+            "files": ["healthy_twin.nii.gz", "healthy_twin_diff.nii.gz"],
+            "lesion_voxels_replaced": int((result.labels >= 2).sum()),
+        }
+    elif twin:
+        burden["healthy_twin"] = None
+        burden["notes"].append(
+            f"no healthy twin: {model_info['model_name']} has no image model (styles); only "
+            f"StitchNet-family models (stitchnet, ladder, stitchnet-skip) can draw one"
+        )
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-segment-", dir=out.parent))
@@ -75,6 +128,18 @@ def segment_scan(
         write_label_volume(vol, result.lung, tmp / "lung.nii.gz")
         if overlays:
             _write_overlays(tmp / "overlays", vol.hu, result.labels, run_cfg.data.lung_window)
+        if result.entropy is not None:
+            write_label_volume(vol, result.entropy, tmp / "uncertainty.nii.gz", np.float32)
+            write_label_volume(vol, result.mutual_info, tmp / "uncertainty_mi.nii.gz", np.float32)
+            (tmp / "uncertainty.csv").write_text(
+                uncertainty_csv(result.entropy, result.mutual_info, result.lung)
+            )
+        if result.twin_hu is not None:
+            write_label_volume(vol, result.twin_hu, tmp / "healthy_twin.nii.gz", np.float32)
+            diff = result.twin_hu - vol.hu.astype(np.float32)  # (Z, Y, X), 0 off the lesions
+            write_label_volume(vol, diff, tmp / "healthy_twin_diff.nii.gz", np.float32)
+        if report:
+            _write_report(tmp / "report.html", vol, result, burden)
         (tmp / "burden.csv").write_text(burden_csv(burden["regions"]))
         # burden.json last: inside the folder too, its presence marks a complete output.
         (tmp / "burden.json").write_text(json.dumps(burden, indent=2))
@@ -85,6 +150,52 @@ def segment_scan(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return burden
+
+
+def _uncertainty_summary(
+    result: Segmentation, net: torch.nn.Module, samples: int, seed: int
+) -> dict[str, Any]:
+    """burden.json's "uncertainty": how the maps were made and their mean inside the lung."""
+    inside = result.lung > 0
+    return {
+        "files": ["uncertainty.nii.gz", "uncertainty_mi.nii.gz", "uncertainty.csv"],
+        "method": f"{samples} posterior draws of z (seed {seed})"
+        if has_styles(net)
+        else "test-time augmentation: the four flips",
+        "label": "lung label: background folded into healthy lung; nats, 0 .. log 3",
+        "mean_entropy_lung": float(result.entropy[inside].mean()),
+        "mean_mi_lung": float(result.mutual_info[inside].mean()),
+    }
+
+
+def _write_report(path: Path, vol: Volume, result: Segmentation, burden: dict[str, Any]) -> None:
+    """report.html: the viewer over the display volume with the burden and the model named."""
+    info = burden["model"]
+    meta = {
+        "model": info["model_name"] + (" (shipped default)" if info.get("default") else ""),
+        "checkpoint": Path(info["path"]).name,
+        "epoch": info.get("epoch"),
+        "version": info.get("stitchnet_version") or "?",
+        "date": dt.date.today().isoformat(),
+        "source": vol.source,
+    }
+    if not burden["spacing_known"]:
+        meta["spacing"] = "unknown (1 mm placeholder): mL are nominal"
+    table = {
+        region: {k: row[k] for k in REPORT_COLUMNS} for region, row in burden["regions"].items()
+    }
+    write_viewer(
+        path,
+        vol.hu,
+        result.labels,
+        lung=result.lung,
+        uncertainty=result.entropy,
+        twin_hu=result.twin_hu,
+        burden=table,
+        per_slice_ml=lesion_ml_per_slice(result.labels, vol.voxel_volume_ml()),
+        meta=meta,
+        uncertainty_max=math.log(3),  # the lung label has three outcomes
+    )
 
 
 def _write_overlays(

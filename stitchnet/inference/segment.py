@@ -10,6 +10,13 @@ box (when the run config crops) -> resize -> the model -> argmax -> back to the 
     inside, model says background   1 (healthy lung): the lung mask, not the model, decides
                                     where lung ends, so a "background" pixel inside it is lung
     inside, otherwise               the model's class (1 healthy, 2 GGO, 3 consolidation)
+
+Two optional extras ride on the same pre-processed slices and crop boxes:
+    uncertainty  the lung label's predictive entropy and mutual information (uncertainty.py),
+                 pasted back into each slice's crop, 0 outside the lung mask (the mask, not the
+                 model, decides the label there); the labels themselves stay the plain forward's;
+    twin         the healthy twin in HU (twin.py): each lesion voxel of the final labels gets the
+                 healthy style of its pixel, through the box that slice's crop used.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from stitchnet.data.volumes import Volume
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.kernel import predict_classes
 from stitchnet.inference.lung3d import lung_mask_3d, outside_air, split_lungs
+from stitchnet.inference.twin import has_styles, healthy_style, twin_volume
+from stitchnet.inference.uncertainty import label_uncertainty, paste_map
 
 
 @dataclass
@@ -38,6 +47,10 @@ class Segmentation:
     labels: np.ndarray  # (Z, Y, X) uint8 class ids 0-3, 0 everywhere outside the lung mask
     lung: np.ndarray  # (Z, Y, X) uint8: 0 outside, 1 the patient's right lung, 2 the left
     raw: np.ndarray  # (Z, Y, X) uint8 the model's classes before the lung mask bounded them
+    boxes: list[tuple[int, int, int, int]]  # per slice, the crop (y0, y1, x0, x1) the model saw
+    entropy: np.ndarray | None = None  # (Z, Y, X) float32 nats, 0..log 3; 0 outside the lung
+    mutual_info: np.ndarray | None = None  # (Z, Y, X) float32 nats, 0..entropy
+    twin_hu: np.ndarray | None = None  # (Z, Y, X) float32 HU: the scan, lesions made healthy
 
 
 def segment_volume(
@@ -47,6 +60,9 @@ def segment_volume(
     lung_model: LungSegmenter | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    uncertainty_samples: int = 0,
+    twin: bool = False,
+    generator: torch.Generator | None = None,
 ) -> Segmentation:
     """Segment every slice of `vol` and bound the result by the scan's 3-D lung mask.
 
@@ -58,6 +74,10 @@ def segment_volume(
         lung_model: the lung-field segmenter; None loads the shipped one.
         batch_size: slices per batch through both networks.
         progress: a tqdm bar over slices.
+        uncertainty_samples: 0 for none; else the posterior draws of z for StitchNet-like
+            models (other models always use the four flips).
+        twin: also render the healthy twin (StitchNet-like models only).
+        generator: the posterior draws' random numbers (None: torch's global generator).
     Raises:
         NoLungError: no lung in the scan (a DataError).
     """
@@ -66,6 +86,8 @@ def segment_volume(
             f"{type(model).__name__} does not segment (its forward returns an image); expected "
             f"a segmentation model such as unet or stitchnet"
         )
+    if twin and not has_styles(model):
+        raise TypeError(f"{type(model).__name__} has no styles; a healthy twin needs StitchNet")
     seg = lung_model if lung_model is not None else load_lung_segmenter()
     # The lung segmenter costs as much as the model: fold its batch norms too (same outputs).
     seg = dataclasses.replace(seg, net=inference_copy(seg.net))
@@ -73,6 +95,13 @@ def segment_volume(
     size = data_cfg.image_size
     fields = np.zeros((n, h, w), dtype=np.uint8)  # per-slice 2-D lung fields
     raw = np.zeros((n, h, w), dtype=np.uint8)
+    all_boxes: list[tuple[int, int, int, int]] = []
+    entropy = mi = styles = None
+    if uncertainty_samples:
+        entropy = np.zeros((n, h, w), dtype=np.float32)
+        mi = np.zeros((n, h, w), dtype=np.float32)
+    if twin:
+        styles = np.zeros((n, size, size), dtype=np.float32)  # on the model's input
     bar = tqdm(total=n, desc=f"segmenting {n} slices", unit="slice", disable=not progress)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
@@ -96,8 +125,31 @@ def segment_volume(
             predict_classes(model, x, boxes, [(h, w)] * len(images), batch_size), start
         ):
             raw[z] = full  # (H, W)
+        all_boxes.extend(boxes)
+        xd = x.to(next(model.parameters()).device)
+        if entropy is not None:
+            ent, inf = label_uncertainty(model, xd, uncertainty_samples, generator)  # (b, S, S)
+            ent, inf = ent.cpu(), inf.cpu()
+            for j, box in enumerate(boxes):
+                entropy[start + j] = paste_map(ent[j], box, (h, w))
+                mi[start + j] = paste_map(inf[j], box, (h, w))
+        if styles is not None:
+            styles[start:stop] = healthy_style(model, xd).cpu().numpy()  # (b, S, S)
         bar.update(stop - start)
     bar.close()
     lung = lung_mask_3d(fields, vol.body, vol.source)  # (Z, Y, X) bool
     labels = np.where(lung, np.maximum(raw, 1), 0).astype(np.uint8)
-    return Segmentation(labels=labels, lung=split_lungs(lung), raw=raw)
+    if entropy is not None:
+        entropy *= lung
+        mi *= lung
+    return Segmentation(
+        labels=labels,
+        lung=split_lungs(lung),
+        raw=raw,
+        boxes=all_boxes,
+        entropy=entropy,
+        mutual_info=mi,
+        twin_hu=None
+        if styles is None
+        else twin_volume(vol.hu, styles, labels, all_boxes, data_cfg.lung_window),
+    )

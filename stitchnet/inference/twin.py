@@ -8,7 +8,9 @@ lesions were healthy parenchyma. Only StitchNet-like models (with `outputs(x)["s
 this; a U-Net has no image model.
 
 Everything here is in the model's [0, 1] window units; `window_to_hu` and `paste_twin_hu` take it
-back to Hounsfield units on the scan's own pixels.
+back to Hounsfield units on the scan's own pixels. For whole scans (`stitchnet segment`),
+`healthy_style` runs in the slice loop and `twin_volume` pastes every slice once the lung-bounded
+labels are known.
 """
 
 from __future__ import annotations
@@ -112,4 +114,58 @@ def paste_twin_hu(
     out = hu.copy()
     sub = lesion[y0:y1, x0:x1]
     out[y0:y1, x0:x1][sub] = window_to_hu(crop[0, 0].numpy(), window)[sub]
+    return out
+
+
+def has_styles(model: torch.nn.Module) -> bool:
+    """Whether `model` can draw a healthy twin: StitchNet, the ladder ablation, stitchnet-skip."""
+    return hasattr(model, "outputs") and getattr(model, "segments", True)
+
+
+@torch.no_grad()
+def healthy_style(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The healthy class's Beta mean at every pixel, from the posterior means of z:
+    (B, 1, S, S) in [0, 1] -> (B, S, S). Where a lesion is, this is what `healthy_twin` puts."""
+    if not has_styles(model):
+        raise TypeError(
+            f"healthy_style needs a StitchNet-like model with styles; got {type(model).__name__}"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        styles = model.outputs(x, sample=False)["styles"]  # (B, 4, S, S)
+    finally:
+        model.train(was_training)
+    return styles[:, HEALTHY].to(x.dtype)
+
+
+def twin_volume(
+    hu: np.ndarray,
+    styles: np.ndarray,
+    labels: np.ndarray,
+    boxes: list[tuple[int, int, int, int]],
+    window: tuple[float, float] = DEFAULT_WINDOW,
+) -> np.ndarray:
+    """The healthy twin of a whole scan in HU, display orientation: (Z, Y, X) float32.
+
+    Args:
+        hu: (Z, Y, X) the scan in HU, display orientation (`Volume.hu`).
+        styles: (Z, S, S) `healthy_style` of each slice's model input.
+        labels: (Z, Y, X) the lung-bounded class ids; voxels >= LESION_MIN are replaced.
+        boxes: per slice, the crop (y0, y1, x0, x1) the slice kernel gave the model.
+        window: the model's HU window (`DataConfig.lung_window`), to map [0, 1] back to HU.
+    Voxels without lesion keep `hu` bit for bit, so the twin equals the scan exactly there.
+    """
+    hu = np.asarray(hu, dtype=np.float32)
+    z = hu.shape[0]
+    if not (len(styles) == len(boxes) == z and labels.shape == hu.shape):
+        raise ValueError(
+            f"twin_volume: {len(styles)} styles, {len(boxes)} boxes and labels {labels.shape} "
+            f"for a scan of shape {hu.shape}; expected one style and box per slice"
+        )
+    out = hu.copy()
+    for k in range(z):
+        lesion = labels[k] >= LESION_MIN  # (Y, X)
+        if lesion.any():
+            out[k] = paste_twin_hu(hu[k], styles[k], lesion, boxes[k], window)
     return out

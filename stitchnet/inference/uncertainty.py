@@ -16,6 +16,10 @@ Calibration is scored on flat arrays of pixels inside the lung (the caller picks
                                 by the Mann-Whitney statistic with mid-ranks (a tie counts 1/2);
     pearson / spearman          of per-slice mean uncertainty against per-slice lesion Dice.
 Undefined values (no errors at all, a constant input) are NaN, never a silent 0 or 1.
+
+For whole scans (`stitchnet segment --uncertainty`), `label_uncertainty` scores the label that
+`segment` writes inside the lung (background folded into healthy, so 0 .. log 3 nats),
+`paste_map` takes a map back onto the slice, and `uncertainty_csv` summarises it per slice.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ECE_BINS = 15  # Guo et al., "On calibration of modern neural networks" (2017)
 
@@ -117,6 +122,78 @@ def prob_samples(
     if hasattr(model, "outputs"):
         return stitchnet_posterior_probs(model, x, n_samples, generator)
     return tta_probs(model, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole scans: the uncertainty of the lung-bounded label map (`stitchnet segment --uncertainty`)
+
+
+def lung_label_probs(probs: torch.Tensor) -> torch.Tensor:
+    """Fold background into healthy: (..., 4, H, W) -> (..., 3, H, W) over (lung, GGO, cons).
+
+    Inside the scan's lung mask `segment` writes "healthy" wherever the model says background, so
+    the label written there has these three outcomes; their entropy is 0 .. log 3. Without the
+    fold every lung edge would glow with background-vs-healthy doubt that no label reflects.
+    """
+    if probs.ndim < 3 or probs.shape[-3] != 4:
+        raise ValueError(
+            f"lung_label_probs: expected (..., 4, H, W) probabilities, got {probs.shape}"
+        )
+    return torch.cat([probs[..., :2, :, :].sum(dim=-3, keepdim=True), probs[..., 2:, :, :]], -3)
+
+
+@torch.no_grad()
+def label_uncertainty(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    n_samples: int = 8,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive entropy and mutual information of the lung label: (B, 1, S, S) -> two (B, S, S).
+
+    Draws as `prob_samples` (n_samples posterior draws of z for StitchNet-like models, the four
+    flips otherwise), each folded by `lung_label_probs`; so 0 <= MI <= entropy <= log 3.
+    """
+    draws = lung_label_probs(prob_samples(model, x, n_samples, generator))  # (D, B, 3, S, S)
+    return predictive_entropy(draws.mean(dim=0)), mutual_information(draws)
+
+
+def paste_map(
+    values: np.ndarray | torch.Tensor, box: tuple[int, int, int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """A (S, S) map on the model's input back onto the slice: (H, W) float32, resized bilinearly
+    into the crop `box` (y0, y1, x0, x1), 0 outside it (the model was not asked there).
+
+    Bilinear weights are convex, so the pasted values stay within the map's own range."""
+    y0, y1, x0, x1 = (int(v) for v in box)
+    if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
+        raise ValueError(f"paste_map: box {box} does not lie inside the slice {tuple(shape)}")
+    t = torch.as_tensor(np.asarray(values, dtype=np.float32))[None, None]  # (1, 1, S, S)
+    crop = F.interpolate(t, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+    out = np.zeros(shape, dtype=np.float32)
+    out[y0:y1, x0:x1] = crop[0, 0].numpy()
+    return out
+
+
+def uncertainty_csv(entropy: np.ndarray, mi: np.ndarray, lung: np.ndarray) -> str:
+    """uncertainty.csv: per display slice, `slice,lung_voxels,mean_entropy,mean_mi` inside the
+    lung (nats); the means are empty on a slice without lung (nothing to average)."""
+    if not entropy.shape == mi.shape == lung.shape or entropy.ndim != 3:
+        raise ValueError(
+            f"uncertainty_csv: entropy {entropy.shape}, mi {mi.shape}, lung {lung.shape}; "
+            f"expected one (Z, Y, X) shape"
+        )
+    inside = np.asarray(lung) > 0
+    rows = ["slice,lung_voxels,mean_entropy,mean_mi"]
+    for z in range(entropy.shape[0]):
+        n = int(inside[z].sum())
+        means = (
+            f"{float(entropy[z][inside[z]].mean()):.6f},{float(mi[z][inside[z]].mean()):.6f}"
+            if n
+            else ","
+        )
+        rows.append(f"{z},{n},{means}")
+    return "\n".join(rows) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,7 +96,25 @@ def encode_slices(
     return slices
 
 
+def lesion_ml_per_slice(labels: np.ndarray, voxel_ml: float) -> dict[str, list[float]]:
+    """The plot's series from a (Z, Y, X) label volume: GGO (class 2) and consolidation (3) mL
+    per slice, voxel counts times one voxel's volume, so they sum to the burden's totals."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or not voxel_ml > 0:
+        raise ValueError(
+            f"lesion_ml_per_slice: labels of shape {labels.shape} and voxel volume {voxel_ml} mL; "
+            f"expected (Z, Y, X) labels and a positive volume"
+        )
+    flat = labels.reshape(labels.shape[0], -1)
+    return {
+        name: [float(c) * voxel_ml for c in (flat == cls).sum(axis=1)]
+        for name, cls in (("ggo", 2), ("consolidation", 3))
+    }
+
+
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:,.2f}"
     return html.escape(str(v))

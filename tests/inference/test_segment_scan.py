@@ -94,6 +94,7 @@ def test_dicom_tree_outputs_geometry_and_series(dicom_run):
         "labels.nii.gz",
         "lung.nii.gz",
         "overlays",
+        "report.html",
     ]
     assert burden["series_uid"] == "1.2.3.4.100"  # the CT series with the most slices
     assert json.loads((out / "burden.json").read_text()) == burden
