@@ -33,6 +33,8 @@ mkdir -p runs/gpu/paper
 paper unet --model unet --ssl none &
 paper unet_fixmatch --model unet --ssl fixmatch --unlabelled $U &
 paper skip_unimatch --model stitchnet-skip --ssl unimatch --unlabelled $U &
+paper skip_unimatch_noelbo --model stitchnet-skip --ssl unimatch --ssl-set elbo_unlabelled=false \
+  --unlabelled $U &
 timeout $left python3 -m stitchnet.cli reproduce --preset cpu --out runs/gpu/cpu --jobs $JOBS \
   $EPOCHS $SEEDS --quiet > runs/gpu/reproduce.log 2>&1
 echo "reproduce exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"

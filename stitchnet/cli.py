@@ -7,13 +7,18 @@ file and what was expected, and exit status 2 — never a bare traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from stitchnet.config import PRESETS
 from stitchnet.models import MODEL_NAMES
 from stitchnet.objectives import OBJECTIVES
-from stitchnet.recommended import RECOMMENDED_MODEL, RECOMMENDED_OBJECTIVE
+from stitchnet.recommended import (
+    RECOMMENDED_MODEL,
+    RECOMMENDED_OBJECTIVE,
+    RECOMMENDED_OBJECTIVE_OVERRIDES,
+)
 from stitchnet.segment_cli import add_segment_command
 
 BUNDLED_LABELLED = "data/medseg_covid19_train50"
@@ -31,6 +36,20 @@ def _add_model_io(p: argparse.ArgumentParser, folder_help: str) -> None:
     p.add_argument("folder", help=folder_help)
     p.add_argument("--out", required=True)
     _add_common(p)
+
+
+def _key_values(items: list[str]) -> dict:
+    """KEY=VALUE strings -> a dict; VALUE is read as JSON (a bare word stays a string)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--ssl-set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="semi-supervised objective on the unlabelled slices ('none': supervised, or the "
         "ELBO alone for the generative models); default: the recommended one without --model, "
         "'none' with it",
+    )
+    p.add_argument(
+        "--ssl-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set one field of the objective's config (VALUE in JSON, e.g. threshold=0.9 or "
+        "elbo_unlabelled=false); repeatable",
     )
     p.add_argument("--labelled", required=True, help="folder: images/, masks/, optional index.csv")
     p.add_argument(
@@ -161,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["encoder_weights"] = args.encoder_weights
             model = args.model or RECOMMENDED_MODEL
             objective = args.ssl or (RECOMMENDED_OBJECTIVE if args.model is None else "none")
+            objective_overrides = (
+                dict(RECOMMENDED_OBJECTIVE_OVERRIDES)
+                if args.model is None and args.ssl is None
+                else {}
+            )
+            objective_overrides.update(_key_values(args.ssl_set))
             res = pipeline.fit(
                 model,
                 args.labelled,
@@ -171,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 splits_path=args.splits,
                 model_overrides=overrides,
                 objective=objective,
+                objective_overrides=objective_overrides,
                 cache_dir=args.cache,
                 progress=progress,
                 epochs=args.epochs,

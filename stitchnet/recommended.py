@@ -7,3 +7,4 @@ numbers, and why, are in docs/methods.md ("The recommended model").
 
 RECOMMENDED_MODEL = "stitchnet-skip"
 RECOMMENDED_OBJECTIVE = "unimatch"
+RECOMMENDED_OBJECTIVE_OVERRIDES: dict = {}

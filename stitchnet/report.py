@@ -126,8 +126,10 @@ def paired_gains(runs: dict, label: dict, pairs: tuple[tuple[str, str], ...]) ->
             [lesion_dice(b[s]["metrics"]) for s in seeds]
         )
         mean = float(np.mean(gains))
-        # A difference smaller than the seeds' spread is not shown, whichever its sign.
-        verdict = "not shown" if abs(mean) <= spread else ("gain" if mean > 0 else "loss")
+        # A difference smaller than the seeds' spread is not shown, whichever its sign; one seed
+        # has no spread to compare with.
+        shown = len(seeds) > 1 and abs(mean) > spread
+        verdict = ("gain" if mean > 0 else "loss") if shown else "not shown"
         md.append(
             f"| {label[with_key]} | {label[without_key]} | "
             + ", ".join(f"{g:+.3f}" for g in gains)
@@ -315,10 +317,13 @@ def _ssl_sections(out: Path, runs: dict, label: dict) -> list[str]:
     rec = _load_json(out / "recommended.json")
     if rec is not None:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in rec["val_lesion_dice"].items())
+        options = "".join(
+            f" --ssl-set {k}={json.dumps(v)}" for k, v in rec.get("objective_overrides", {}).items()
+        )
         md += [
             "## The recommended model",
             "",
-            f"**{rec['label']}** (`--model {rec['model']} --ssl {rec['objective']}`): "
+            f"**{rec['label']}** (`--model {rec['model']} --ssl {rec['objective']}{options}`): "
             f"{rec['rule']}. Candidates' mean validation lesion Dice: {scores}.",
             "",
             "Targets (test split):",
@@ -380,7 +385,7 @@ def build_report(out: Path) -> Path:
         verdict = (
             "helps"
             if gap > np.std(ssl) + np.std(sup)
-            else ("does not measurably help" if gap > -(np.std(ssl) + np.std(sup)) else "hurts")
+            else ("does not measurably help" if gap >= -(np.std(ssl) + np.std(sup)) else "hurts")
         )
         md += [
             f"**Does unlabelled data help StitchNet here?** Lesion Dice with unlabelled slices "

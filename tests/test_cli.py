@@ -94,3 +94,15 @@ def test_predict_failure_leaves_no_output(tmp_path, real_labelled, capsys):
     assert code == 2
     assert "b.png" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_ssl_set_reads_json_values_and_refuses_a_malformed_pair():
+    from stitchnet.cli import _key_values
+
+    assert _key_values(["threshold=0.9", "elbo_unlabelled=false", "cutmix=true"]) == {
+        "threshold": 0.9,
+        "elbo_unlabelled": False,
+        "cutmix": True,
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _key_values(["threshold"])
