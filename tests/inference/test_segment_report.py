@@ -260,3 +260,31 @@ def test_browser_shows_the_segment_overlay_and_hides_it(stitchnet_run, tmp_path)
 
 def _b64(uri: str) -> bytes:
     return base64.b64decode(uri.removeprefix("data:image/png;base64,"))
+
+
+if __name__ == "__main__":
+    # Rebuild docs/viewer/segment_report*.png: a 10-slice chest scan of bundled slices through
+    # `stitchnet segment --uncertainty` with MODEL (default: the shipped one), shot in Chromium:
+    #   python tests/inference/test_segment_report.py docs/viewer [MODEL]
+    import sys
+    import tempfile
+
+    docs = Path(sys.argv[1]).resolve()
+    model = sys.argv[2] if len(sys.argv) > 2 else None
+    with tempfile.TemporaryDirectory() as tmp:
+        hu = _chest(10, 256).hu
+        nii = vf.dicom_to_nifti(Path(tmp) / "scan.nii.gz", hu, vf.dicom_affine(10), "LAS")
+        args = ["segment", str(nii), "--out", f"{tmp}/out", "--uncertainty", "--no-overlays"]
+        assert main(args + (["--model", model] if model else [])) == 0
+        html = Path(tmp) / "out" / "report.html"
+        k = json.loads(re.search(r'id="data">(.*?)</script>', html.read_text()).group(1))["start"]
+        shots = {
+            "": "lung=1",
+            "_twin": "overlay=0&twin=1",
+            "_uncertainty": "overlay=0&uncertainty=1",
+        }
+        for suffix, query in shots.items():
+            out = docs / f"segment_report{suffix}.png"
+            out.unlink(missing_ok=True)
+            screenshot(html, f"slice={k}&{query}", out, size="1100,560")
+            print(out)
