@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,6 +69,24 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = T
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def staged_dir(out_dir: str | Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder beside `out_dir`, renamed to it when the block ends without an error
+    and removed when it raises: an output folder is either complete or absent, never half
+    written (a previous `out_dir` is replaced only on success)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -12,8 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stitchnet.checkpoint import model_from_checkpoint
+from stitchnet.checkpoint import model_from_checkpoint, staged_dir
 from stitchnet.config import DATA_PRESETS, TRAIN_PRESETS, RunConfig, check_preset
 from stitchnet.data import load_lung_segmenter, prepare, read_source
 from stitchnet.data.splits import check_no_patient_leak, load_or_make_splits
@@ -240,10 +238,8 @@ def predict_folder(
     cfg = RunConfig.from_dict(ckpt["run_config"])
     records, data = _read_and_prepare(folder, cfg.data, cache_dir, progress)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".predict-", dir=out.parent))
     written = []
-    try:
+    with staged_dir(out, ".predict-") as tmp:
         (tmp / "masks").mkdir()
         (tmp / "overlays").mkdir()
         full_masks = predict_classes(
@@ -257,12 +253,6 @@ def predict_folder(
             written.append(out / "masks" / f"{stem}.png")
         burden = lesion_burden(tmp / "masks", [r.patient_id for r in records], data.ids)
         (tmp / "lesion_burden.json").write_text(json.dumps(burden, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return written
 
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stitchnet.checkpoint import staged_dir
 from stitchnet.data.sources import hu_window
 from stitchnet.data.volumes import Volume, read_volume, write_label_volume
 from stitchnet.figures import overlay
@@ -121,9 +120,7 @@ def segment_scan(
             f"StitchNet-family models (stitchnet, ladder, stitchnet-skip) can draw one"
         )
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-segment-", dir=out.parent))
-    try:
+    with staged_dir(out, f".{out.name}-segment-") as tmp:
         write_label_volume(vol, result.labels, tmp / "labels.nii.gz")
         write_label_volume(vol, result.lung, tmp / "lung.nii.gz")
         if overlays:
@@ -143,12 +140,6 @@ def segment_scan(
         (tmp / "burden.csv").write_text(burden_csv(burden["regions"]))
         # burden.json last: inside the folder too, its presence marks a complete output.
         (tmp / "burden.json").write_text(json.dumps(burden, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return burden
 
 
