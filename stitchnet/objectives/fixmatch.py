@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from stitchnet.augment import sample_strong
-from stitchnet.objectives.base import Draws, Objective
+from stitchnet.objectives.base import Draws, Objective, rows_of
 from stitchnet.objectives.pseudo import (
     cutmix_with_partner,
     lesion_share,
@@ -52,6 +52,7 @@ class FixMatch(Objective):
     config_class: ClassVar[type] = FixMatchConfig
     semi_supervised: ClassVar[bool] = True
     views: ClassVar[tuple[str, ...]] = ("s1",)  # strong views drawn per row
+    term_names: ClassVar[tuple[str, ...]] = ("loss_u",)  # logged parts of the unlabelled term
 
     def draw(self, n: int, size: int, generator: torch.Generator) -> Draws:
         return {v: sample_strong(n, size, generator) for v in self.views}
@@ -95,17 +96,22 @@ class FixMatch(Objective):
         terms = self._model_loss(batch)
         unl, xw, lung = self._unlabelled(batch)
         zero = terms["loss"].new_zeros(())
-        extra = {"loss_u": zero, "mask_ratio": zero, "lesion_share": zero}
+        extra = dict.fromkeys((*self.term_names, "mask_ratio", "lesion_share"), zero)
         if unl.numel() and draws is not None:
             labels, keep = self._weak(xw, lung)
-            loss_u = self._strong(xw, labels, keep, draws["s1"].rows(unl.cpu()))
-            terms["loss"] = terms["loss"] + self.config.lambda_u * loss_u
-            extra = {
-                "loss_u": loss_u,
-                "mask_ratio": keep.float().mean(),
-                "lesion_share": lesion_share(labels, keep),
-            }
+            loss_u, parts = self._consistency(xw, labels, keep, rows_of(draws, unl.cpu()))
+            terms["loss"] = terms["loss"] + loss_u
+            extra.update(parts)
+            extra["mask_ratio"] = keep.float().mean()
+            extra["lesion_share"] = lesion_share(labels, keep)
         return {**terms, **extra}
+
+    def _consistency(
+        self, xw: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, draws: Draws
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted unlabelled term and its named parts (`term_names`), on this rank's rows."""
+        loss_u = self._strong(xw, labels, keep, draws["s1"])
+        return self.config.lambda_u * loss_u, {"loss_u": loss_u}
 
 
 PRESETS = {"default": FixMatchConfig()}

@@ -22,7 +22,7 @@ import torch
 
 from stitchnet.objectives.base import Draws
 from stitchnet.objectives.fixmatch import FixMatch
-from stitchnet.objectives.pseudo import accepts_feature_dropout, lesion_share, masked_cross_entropy
+from stitchnet.objectives.pseudo import accepts_feature_dropout, masked_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class UniMatch(FixMatch):
     name: ClassVar[str] = "unimatch"
     config_class: ClassVar[type] = UniMatchConfig
     views: ClassVar[tuple[str, ...]] = ("s1", "s2")
+    term_names: ClassVar[tuple[str, ...]] = ("loss_s1", "loss_s2", "loss_fp")
 
     def __init__(self, model, config) -> None:
         super().__init__(model, config)
@@ -55,27 +56,20 @@ class UniMatch(FixMatch):
                 stacklevel=2,
             )
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], draws: Draws | None = None
-    ) -> dict[str, torch.Tensor]:
-        terms = self._model_loss(batch)
-        unl, xw, lung = self._unlabelled(batch)
-        zero = terms["loss"].new_zeros(())
-        extra = dict.fromkeys(("loss_s1", "loss_s2", "loss_fp", "mask_ratio", "lesion_share"), zero)
-        if unl.numel() and draws is not None:
-            labels, keep = self._weak(xw, lung)
-            rows = unl.cpu()
-            extra["loss_s1"] = self._strong(xw, labels, keep, draws["s1"].rows(rows))
-            extra["loss_s2"] = self._strong(xw, labels, keep, draws["s2"].rows(rows))
-            if self.perturbs:
-                logits_fp = self.model(xw, feature_dropout=self.config.feature_dropout)
-                extra["loss_fp"] = masked_cross_entropy(logits_fp, labels, keep)
-            w1, w2, wf = self.config.weights
-            consistency = w1 * extra["loss_s1"] + w2 * extra["loss_s2"] + wf * extra["loss_fp"]
-            terms["loss"] = terms["loss"] + consistency
-            extra["mask_ratio"] = keep.float().mean()
-            extra["lesion_share"] = lesion_share(labels, keep)
-        return {**terms, **extra}
+    def _consistency(
+        self, xw: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, draws: Draws
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {
+            "loss_s1": self._strong(xw, labels, keep, draws["s1"]),
+            "loss_s2": self._strong(xw, labels, keep, draws["s2"]),
+            "loss_fp": xw.new_zeros(()),
+        }
+        if self.perturbs:
+            logits_fp = self.model(xw, feature_dropout=self.config.feature_dropout)
+            parts["loss_fp"] = masked_cross_entropy(logits_fp, labels, keep)
+        w1, w2, wf = self.config.weights
+        loss = w1 * parts["loss_s1"] + w2 * parts["loss_s2"] + wf * parts["loss_fp"]
+        return loss, parts
 
 
 PRESETS = {"default": UniMatchConfig()}
