@@ -159,15 +159,17 @@ def _load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def collect(out: Path) -> dict[str, dict[int, dict]]:
-    """variant -> seed -> {"metrics", "info", "dir"} for every finished main run."""
+def collect(out: Path, pattern: str = "runs/*/seed*") -> dict[str, dict[int, dict]]:
+    """variant -> seed -> {"metrics", "info", "dir"} for every finished run matching `pattern`
+    (the main runs by default; e.g. "efficiency/*/n5/seed*" for the 5-slice runs)."""
     runs: dict[str, dict[int, dict]] = {}
-    for run_dir in sorted(out.glob("runs/*/seed*")):
+    for run_dir in sorted(out.glob(pattern)):
         metrics = _load_json(run_dir / "test" / "metrics.json")
         info = _load_json(run_dir / "run_info.json")
         if metrics is None or info is None:
             continue
-        runs.setdefault(run_dir.parent.name, {})[int(run_dir.name[4:])] = {
+        variant = run_dir.relative_to(out).parts[1]
+        runs.setdefault(variant, {})[int(run_dir.name[4:])] = {
             "metrics": metrics,
             "info": info,
             "dir": run_dir,
@@ -273,15 +275,11 @@ def _targets(out: Path, runs: dict, recommended: str) -> list[str]:
     """Issue 9's targets: the recommended model against the supervised U-Net on the same labelled
     slices, per seed: >= +0.05 lesion Dice at the full training part, >= +0.10 at 5 slices."""
     md = []
-    checks = [("full training part", runs.get(recommended, {}), runs.get("unet", {}), 0.05)]
-    eff = {}
-    for run_dir in out.glob("efficiency/*/n5/seed*"):
-        metrics = _load_json(run_dir / "test" / "metrics.json")
-        if metrics is not None:
-            eff.setdefault(run_dir.parent.parent.name, {})[int(run_dir.name[4:])] = {
-                "metrics": metrics
-            }
-    checks.append(("5 labelled slices", eff.get(recommended, {}), eff.get("unet", {}), 0.10))
+    eff = collect(out, "efficiency/*/n5/seed*")
+    checks = [
+        ("full training part", runs.get(recommended, {}), runs.get("unet", {}), 0.05),
+        ("5 labelled slices", eff.get(recommended, {}), eff.get("unet", {}), 0.10),
+    ]
     for what, a, b, target in checks:
         seeds = sorted(set(a) & set(b))
         if not seeds:
