@@ -196,6 +196,37 @@ def collect_efficiency(out: Path, runs: dict) -> dict[str, dict[int, list[float]
     return curves
 
 
+def calibration_table(out: Path) -> list[str]:
+    """Calibration on the test split (test/calibration.json, written by `reproduce` for the
+    U-Net and the recommended model): mean +- std over seeds per model and labelled count."""
+    groups: dict[tuple[str, int | None], list[dict]] = {}
+    for path in sorted(out.glob("**/seed*/test/calibration.json")):
+        info = _load_json(path.parent.parent / "run_info.json")
+        if info is None:
+            continue
+        groups.setdefault((info["label"], info.get("max_labelled")), []).append(
+            json.loads(path.read_text())
+        )
+    if not groups:
+        return []
+    keys = ("ece", "brier", "auroc", "pearson", "spearman")
+    lines = [
+        "| Model | Labelled slices | Runs | Draws | ECE | Brier | AUROC (entropy vs error) "
+        "| Pearson | Spearman |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (label, count), reports in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 1e9)
+    ):
+        cells = [_mean_std([r[k] for r in reports if not np.isnan(r[k])]) for k in keys]
+        lines.append(
+            f"| {label} | {count or 'all'} | {len(reports)} | {reports[0]['method']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
 def _test_set(out: Path, runs: dict):
     """The labelled test part, pre-processed as the runs were (read back from the cache)."""
     from stitchnet import pipeline
@@ -404,6 +435,19 @@ def build_report(out: Path) -> Path:
                 figures.label_efficiency_figure(curves, fig_dir / "label_efficiency.png"),
             )
         )
+    calibration = calibration_table(out)
+    if calibration:
+        md += [
+            "## Calibration on the test split",
+            "",
+            "Inside the true lung field. ECE: top label, 15 bins. Brier: 0..2. AUROC: predictive "
+            "entropy against pixel errors. Pearson / Spearman: per-slice mean entropy against "
+            "per-slice lesion Dice (a negative value: unsure slices are the bad ones). Only runs "
+            "whose weights were at hand are scored (`stitchnet.calibration`).",
+            "",
+            *calibration,
+            "",
+        ]
     logs = {label[k]: v[min(v)]["dir"] / "log.csv" for k, v in runs.items()}
     made.append(
         (

@@ -267,6 +267,23 @@ def _run_all(jobs: list[tuple], n_jobs: int) -> None:
             print(f"[{i}/{len(jobs)}] done in {wall:.0f} s: {run_dir}", flush=True)
 
 
+def _calibrate(
+    out: Path, protocol: Protocol, by_key: dict, labelled: str, cache_dir: str | None
+) -> int:
+    """Calibration on the test split (issue 11) for the label-efficiency panel's models (the
+    U-Net and the recommended model), main and efficiency runs alike."""
+    from stitchnet.calibration import calibrate_runs
+
+    keys = [by_key[k].key for k in protocol.efficiency if k in by_key]
+    dirs = [
+        d
+        for k in keys
+        for pattern in (f"runs/{k}/seed*", f"efficiency/{k}/n*/seed*")
+        for d in sorted(out.glob(pattern))
+    ]
+    return calibrate_runs(dirs, labelled, cache_dir)
+
+
 def choose_recommended(out: Path, variants: tuple[Variant, ...]) -> Variant | None:
     """The candidate with the best mean validation lesion Dice over its seeds (test is never
     looked at); written to out/recommended.json with every candidate's score."""
@@ -353,6 +370,7 @@ def reproduce(
                         job(v, out / "efficiency" / v.key / f"n{count}" / f"seed{s}", s, count)
                     )
     _run_all(eff, jobs)
+    calibrated = _calibrate(out, protocol, by_key, labelled, cache_dir)
     meta = {
         "preset": preset,
         "seeds": list(seeds),
@@ -364,6 +382,7 @@ def reproduce(
         "variants": [v.key for v in variants],
         "jobs": jobs,
         "epochs_override": epochs,
+        "calibrated_this_invocation": calibrated,
         "wall_s_this_invocation": round(time.perf_counter() - started, 1),
     }
     (out / "reproduce.json").write_text(json.dumps(meta, indent=2))

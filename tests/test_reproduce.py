@@ -49,6 +49,14 @@ def test_reproduce_debug_writes_a_complete_report(tmp_path, real_labelled, real_
         assert f"figures/{name}.png" in report
     assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png")))
 
+    # Calibration on the test split for the efficiency panel's models, main and 5-slice runs.
+    for run in ("runs/unet/seed0", "efficiency/unet/n5/seed0", "runs/stitchnet_ssl/seed0"):
+        cal = json.loads((out / run / "test" / "calibration.json").read_text())
+        assert 0.0 <= cal["ece"] <= 1.0 and 0.0 <= cal["brier"] <= 2.0, run
+        assert cal["n_pixels"] > 0
+    assert "## Calibration on the test split" in report
+    assert re.search(r"\| U-Net \(MobileNetV2, from scratch\) \| 5 \| 1 \| 4 flips", report)
+
     # A second invocation retrains nothing: every run is already finished.
     stamps = {p: p.stat().st_mtime for p in out.glob("runs/*/seed0/best.pt")}
     assert main(args) == 0
