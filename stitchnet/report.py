@@ -234,8 +234,7 @@ def _test_set(out: Path, runs: dict):
 
     first = next(iter(runs.values()))
     first = first[min(first)]
-    ckpt = torch.load(first["dir"] / "best.pt", weights_only=True, map_location="cpu")
-    cfg = RunConfig.from_dict(ckpt["run_config"])
+    cfg = RunConfig.from_dict(json.loads((first["dir"] / "config.json").read_text()))
     meta = _load_json(out / "reproduce.json") or {}
     labelled = meta.get("labelled", "data/medseg_covid19_train50")
     data = pipeline.prepare_folder(labelled, cfg.data, progress=False, require_masks=True)
@@ -253,10 +252,18 @@ def constant_baseline(test, cls: int = 1) -> dict:
 
 def _figures(out: Path, runs: dict, test, fig_dir: Path) -> list[tuple[str, Path]]:
     """Fig. 2 on the same test slices for every model, Fig. 6 styles and SVAE samples."""
-    from stitchnet.checkpoint import model_from_checkpoint
+    from stitchnet.checkpoint import BEST_NAME, model_from_checkpoint
 
     made: list[tuple[str, Path]] = []
-    seed0 = {k: v[min(v)] for k, v in runs.items()}
+    # Per variant its lowest seed whose weights are here (run folders copied back from another
+    # machine without checkpoints still get every table; only their pictures are left out).
+    seed0 = {}
+    for k, v in runs.items():
+        with_weights = [s for s in sorted(v) if (v[s]["dir"] / BEST_NAME).is_file()]
+        if with_weights:
+            seed0[k] = v[with_weights[0]]
+    if not seed0:
+        return made
     # The 4 test slices with the most lesion, so that the figure shows lesions at all.
     lesion_px = (test.masks >= 2).flatten(1).sum(1)
     pick = torch.argsort(lesion_px, descending=True)[:4].tolist()
