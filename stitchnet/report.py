@@ -469,8 +469,12 @@ def build_report(out: Path) -> Path:
         md += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
 
     md += ["## What ran", ""]
-    env = environment()
-    md += [f"- {k}: {v}" for k, v in env.items()]
+    trained = meta.get("environment")
+    if trained:
+        md += ["Trained on (the last `reproduce` invocation):", ""]
+        md += [f"- {k}: {v}" for k, v in trained.items()]
+        md += ["", "This report written on:", ""]
+    md += [f"- {k}: {v}" for k, v in environment().items()]
     md += [
         f"- preset: {meta.get('preset')}; seeds: {meta.get('seeds')}; label counts: "
         f"{meta.get('label_counts')} with {meta.get('efficiency_seeds')} seed(s) each",

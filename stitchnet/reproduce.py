@@ -383,6 +383,7 @@ def reproduce(
         "jobs": jobs,
         "epochs_override": epochs,
         "calibrated_this_invocation": calibrated,
+        "environment": environment(),
         "wall_s_this_invocation": round(time.perf_counter() - started, 1),
     }
     (out / "reproduce.json").write_text(json.dumps(meta, indent=2))
@@ -395,7 +396,7 @@ def environment() -> dict:
     import torch
 
     return {
-        "report written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "stitchnet": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
