@@ -8,6 +8,8 @@ recommended model: <= 3x.
 
     python benchmarks/ssl_step.py                     # 128 px, U-Net, 3 timed steps
     python benchmarks/ssl_step.py --size 64 --model stitchnet --steps 2
+    python benchmarks/ssl_step.py --recommended     # issue 9's target: the recommended model and
+                                                    # objective vs the U-Net, both at preset cpu
 """
 
 from __future__ import annotations
@@ -23,10 +25,18 @@ from stitchnet.objectives import OBJECTIVES, build_objective
 from stitchnet.objectives.base import rows_of
 
 
-def step_time(model_name: str, objective: str, size: int, n_lab: int, n_unl: int, steps: int):
+def step_time(
+    model_name: str,
+    objective: str,
+    size: int,
+    n_lab: int,
+    n_unl: int,
+    steps: int,
+    preset: str = "cpu-small",
+):
     torch.manual_seed(0)
-    cfg = model_config(model_name, "cpu-small", image_size=size) if model_name != "unet" else None
-    model = build_model(model_name, cfg or model_config("unet", "cpu-small"))
+    cfg = model_config(model_name, preset, image_size=size) if model_name != "unet" else None
+    model = build_model(model_name, cfg or model_config("unet", preset))
     obj = build_objective(objective, model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
@@ -61,8 +71,20 @@ def main() -> None:
     p.add_argument("--unlabelled", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument(
+        "--recommended",
+        action="store_true",
+        help="time only the recommended model + objective against the U-Net, at --preset",
+    )
+    p.add_argument(
+        "--preset", default=None, help="model widths (default cpu-small; cpu with --recommended)"
+    )
+    p.add_argument("--repeats", type=int, default=3, help="alternating pairs with --recommended")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.recommended:
+        recommended(a)
+        return
     print(f"{a.size} px, {a.labelled} labelled + {a.unlabelled} unlabelled, {a.threads} threads")
     print("| model | objective | s/step | U-Net s/step | x supervised U-Net |")
     print("|---|---|---|---|---|")
@@ -71,6 +93,38 @@ def main() -> None:
         base = step_time("unet", "none", a.size, a.labelled, a.unlabelled, a.steps)
         t = step_time(a.model, name, a.size, a.labelled, a.unlabelled, a.steps)
         print(f"| {a.model} | {name} | {t:.3f} | {base:.3f} | {t / base:.2f} |", flush=True)
+
+
+def recommended(a: argparse.Namespace) -> None:
+    """The recommended configuration's step against a supervised U-Net step, both at one preset,
+    timed in alternating pairs (the ratio of each pair, then their median)."""
+    from stitchnet.recommended import RECOMMENDED_MODEL, RECOMMENDED_OBJECTIVE
+
+    preset = a.preset or "cpu"
+    print(
+        f"{preset} preset, {a.size} px, {a.labelled} labelled + {a.unlabelled} unlabelled, "
+        f"{a.threads} threads"
+    )
+    print("| pair | U-Net (none) s/step | recommended s/step | ratio |")
+    print("|---|---|---|---|")
+    ratios = []
+    for i in range(a.repeats):
+        base = step_time("unet", "none", a.size, a.labelled, a.unlabelled, a.steps, preset)
+        t = step_time(
+            RECOMMENDED_MODEL,
+            RECOMMENDED_OBJECTIVE,
+            a.size,
+            a.labelled,
+            a.unlabelled,
+            a.steps,
+            preset,
+        )
+        ratios.append(t / base)
+        print(f"| {i + 1} | {base:.3f} | {t:.3f} | {t / base:.2f} |", flush=True)
+    print(
+        f"{RECOMMENDED_MODEL} + {RECOMMENDED_OBJECTIVE} / supervised U-Net step: median "
+        f"{statistics.median(ratios):.2f}x (issue 9's target <= 3x)"
+    )
 
 
 if __name__ == "__main__":
