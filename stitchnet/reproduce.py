@@ -136,7 +136,8 @@ PROTOCOLS = {
         "curve at 10 labelled slices (plus the full training part from the main runs) with 1 "
         "seed, to stay under 30 minutes on 2 CPU cores: StitchNet needs ~100-125 steps to "
         "leave its 'no lesion' plateau, so every model trains 144 steps (36 epochs), and 3 "
-        "seeds at that budget would not fit.",
+        "seeds at that budget would not fit. The semi-supervised comparison (objectives, "
+        "stitchnet-skip, the recommended model) is preset cpu's, not part of this demo.",
     ),
     "cpu": Protocol(
         seeds=3,
