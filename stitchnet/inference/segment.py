@@ -15,8 +15,8 @@ Two optional extras ride on the same pre-processed slices and crop boxes:
     uncertainty  the lung label's predictive entropy and mutual information (uncertainty.py),
                  pasted back into each slice's crop, 0 outside the lung mask (the mask, not the
                  model, decides the label there); the labels themselves stay the plain forward's;
-    twin         the healthy twin in HU (twin.py): each lesion voxel of the final labels gets the
-                 healthy style of its pixel, through the box that slice's crop used.
+    twin         the healthy twin in HU (twin.py): each lesion voxel of the final labels made
+                 aerated lung from the scan's own healthy lung; no extra model pass.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from stitchnet.data.volumes import Volume
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.kernel import predict_classes
 from stitchnet.inference.lung3d import lung_mask_3d, outside_air, split_lungs
-from stitchnet.inference.twin import has_styles, healthy_style, twin_volume
+from stitchnet.inference.twin import has_styles, twin_volume
 from stitchnet.inference.uncertainty import label_uncertainty, paste_map
 
 
@@ -96,12 +96,10 @@ def segment_volume(
     fields = np.zeros((n, h, w), dtype=np.uint8)  # per-slice 2-D lung fields
     raw = np.zeros((n, h, w), dtype=np.uint8)
     all_boxes: list[tuple[int, int, int, int]] = []
-    entropy = mi = styles = None
+    entropy = mi = None
     if uncertainty_samples:
         entropy = np.zeros((n, h, w), dtype=np.float32)
         mi = np.zeros((n, h, w), dtype=np.float32)
-    if twin:
-        styles = np.zeros((n, size, size), dtype=np.float32)  # on the model's input
     bar = tqdm(total=n, desc=f"segmenting {n} slices", unit="slice", disable=not progress)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
@@ -133,8 +131,6 @@ def segment_volume(
             for j, box in enumerate(boxes):
                 entropy[start + j] = paste_map(ent[j], box, (h, w))
                 mi[start + j] = paste_map(inf[j], box, (h, w))
-        if styles is not None:
-            styles[start:stop] = healthy_style(model, xd).cpu().numpy()  # (b, S, S)
         bar.update(stop - start)
     bar.close()
     lung = lung_mask_3d(fields, vol.body, vol.source)  # (Z, Y, X) bool
@@ -149,7 +145,5 @@ def segment_volume(
         boxes=all_boxes,
         entropy=entropy,
         mutual_info=mi,
-        twin_hu=None
-        if styles is None
-        else twin_volume(vol.hu, styles, labels, all_boxes, data_cfg.lung_window),
+        twin_hu=twin_volume(vol.hu, labels, vol.spacing[1:]) if twin else None,
     )

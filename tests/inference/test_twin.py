@@ -1,87 +1,138 @@
-"""The healthy twin on real bundled slices, with a tiny randomly initialised StitchNet."""
+"""The healthy twin: hand-worked slices, and the shipped default model on real bundled slices."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from PIL import Image
+import volume_factory as vf
+from test_segment_scan import _chest
 
-from stitchnet.data.preprocess import resize_image, resize_mask
-from stitchnet.inference.twin import healthy_twin, paste_twin_hu, window_to_hu
-from stitchnet.models import build_model
+from stitchnet.data.volumes import read_volume
+from stitchnet.inference.defaults import DEFAULT_MODEL, load_segmentation_model
+from stitchnet.inference.fast import inference_copy
+from stitchnet.inference.scan import segment_scan
+from stitchnet.inference.segment import segment_volume
+from stitchnet.inference.twin import (
+    AIR_HU,
+    _remove_haze,
+    healthy_twin_slice,
+    reference_mask,
+    twin_volume,
+)
 
-LABELLED = Path(__file__).resolve().parents[2] / "data" / "medseg_covid19_train50"
-
-SLICES = ("z000", "z015", "z032")  # slices with much GGO and consolidation
-
-
-@pytest.fixture(scope="module")
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, 1, 64, 64) real images in [0, 1] and their (3, 64, 64) true class ids."""
-    images, masks = [], []
-    for s in SLICES:
-        img = np.asarray(Image.open(LABELLED / "images" / f"{s}.png"), dtype=np.float32) / 255
-        images.append(resize_image(img, 64))
-        masks.append(resize_mask(np.asarray(Image.open(LABELLED / "masks" / f"{s}.png")), 64))
-    return torch.stack(images).reshape(3, 1, 64, 64), torch.stack(masks).reshape(3, 64, 64)
+needs_default = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no default model shipped")
 
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model("stitchnet", preset="debug")
-
-
-def test_twin_with_true_labels_replaces_exactly_the_lesions(model, batch):
-    x, y = batch
-    assert (y >= 2).sum() > 500 and (y < 2).sum() > 500  # real lesions and real lung
-    twin, diff = healthy_twin(model, x, labels=y)
-    styles = model.eval().outputs(x)["styles"]  # (3, 4, 64, 64)
-    model.train()
-    lesion = (y >= 2).unsqueeze(1)
-    assert twin.shape == diff.shape == x.shape
-    assert torch.equal(twin[~lesion], x[~lesion])  # bit for bit
-    assert torch.equal(diff[~lesion], torch.zeros_like(diff[~lesion]))
-    assert torch.allclose(twin[lesion], styles[:, 1:2][lesion])  # healthy style there
-    assert torch.allclose(diff, twin - x)
-    assert float(twin.min()) >= 0 and float(twin.max()) <= 1  # Beta means stay in (0, 1)
-    assert model.training  # mode restored
-
-
-def test_twin_with_the_models_own_labels(model, batch):
-    x, _ = batch
-    with torch.no_grad():
-        pred = model.eval()(x).argmax(dim=1)  # (3, 64, 64), forward uses the posterior means
-    model.train()
-    twin, diff = healthy_twin(model, x)
-    keep = (pred < 2).unsqueeze(1)
-    assert torch.equal(twin[keep], x[keep])
-    assert torch.count_nonzero(diff[keep]) == 0
-    assert torch.equal(twin, healthy_twin(model, x)[0])  # deterministic: no latent draw
-
-
-def test_twin_refuses_a_model_without_styles(batch):
-    with pytest.raises(TypeError, match="StitchNet-like"):
-        healthy_twin(build_model("unet", preset="debug"), batch[0])
-    with pytest.raises(ValueError, match="labels shape"):
-        healthy_twin(build_model("stitchnet", preset="debug"), batch[0], labels=batch[1][:, :10])
-
-
-def test_window_to_hu_by_hand():
-    assert window_to_hu(np.array([0.0, 0.5, 1.0])).tolist() == [-1250.0, -500.0, 250.0]
-    assert window_to_hu(np.array([0.25]), (-160.0, 240.0)).tolist() == [-60.0]
-
-
-def test_paste_twin_hu_keeps_every_non_lesion_voxel():
+def _lung_with_ggo(size: int = 96) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """(H, W) HU and labels: healthy lung -850 HU with noise, a vertical vessel (-50 HU, 3 px)
+    running through a GGO disk (haze +400 HU on the lung, radius 20 px) in the middle."""
     rng = np.random.default_rng(0)
-    hu = rng.uniform(-1024, 400, size=(10, 12)).astype(np.float32)
-    lesion = np.zeros((10, 12), dtype=bool)
-    lesion[3:5, 4:7] = True
-    out = paste_twin_hu(hu, np.full((8, 8), 0.5), lesion, box=(2, 8, 3, 11))
-    assert np.array_equal(out[~lesion], hu[~lesion])
-    assert np.allclose(out[lesion], -500.0)  # 0.5 in the default lung window
-    with pytest.raises(ValueError, match="outside the model's crop"):
-        paste_twin_hu(hu, np.zeros((8, 8)), lesion, box=(4, 8, 3, 11))
+    hu = -850.0 + rng.normal(0.0, 15.0, (size, size))
+    yy, xx = np.mgrid[:size, :size]
+    disk = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= 20**2
+    hu[disk] += 400.0
+    vessel = (slice(None), slice(size // 2 - 1, size // 2 + 2))
+    hu[vessel] = -50.0
+    labels = np.where(disk, 2, 1).astype(np.uint8)
+    return hu.astype(np.float32), labels, vessel
+
+
+def test_remove_haze_by_hand():
+    # Haze -400 HU (600 HU of tissue above air), healthy level -850 (150): the tissue ratio is 1/4.
+    hu = np.array([-400.0, -200.0, -600.0, -1000.0, -1020.0])
+    got = _remove_haze(hu, np.full(5, -400.0), np.full(5, -850.0))
+    # haze -> level; 200 HU above the haze rides on the level; 400 HU of tissue -> 100; air stays
+    # air; below air is floored at air.
+    assert got.tolist() == [-850.0, -650.0, -900.0, -1000.0, -1000.0]
+
+
+def test_ggo_becomes_the_surrounding_lung_and_keeps_its_vessel():
+    hu, labels, vessel = _lung_with_ggo()
+    twin = healthy_twin_slice(hu, labels, spacing=(0.7, 0.7))
+    lesion = labels == 2
+    assert twin.shape == hu.shape and twin.dtype == np.float32
+    assert np.array_equal(twin[~lesion], hu[~lesion])  # bit for bit off the lesion
+    parenchyma = lesion.copy()
+    parenchyma[vessel] = False
+    # The haze is gone: inside the disk the lung is back within 30 HU of its -850.
+    assert abs(float(twin[parenchyma].mean()) - (-850.0)) < 30
+    assert float(hu[parenchyma].mean()) > -500  # it was GGO before
+    # The vessel is still there, well above the lung around it.
+    on_vessel = lesion.copy()
+    on_vessel[:, : hu.shape[1] // 2 - 1] = False
+    on_vessel[:, hu.shape[1] // 2 + 2 :] = False
+    assert float(twin[on_vessel].mean()) > float(twin[parenchyma].mean()) + 300
+    # No step at the border: the lesion's outer ring of voxels matches the lung just outside.
+    grown = np.zeros_like(lesion)
+    grown[1:-1, 1:-1] = lesion[:-2, 1:-1] | lesion[2:, 1:-1] | lesion[1:-1, :-2] | lesion[1:-1, 2:]
+    inner = parenchyma & ~(
+        lesion & np.roll(lesion, 1, 0) & np.roll(lesion, -1, 0) & np.roll(lesion, 1, 1)
+    )
+    outer = grown & ~lesion
+    outer[vessel] = False
+    assert abs(float(twin[inner].mean()) - float(hu[outer].mean())) < 25
+
+
+def test_a_slice_without_healthy_lung_takes_the_scans_level():
+    hu = np.full((2, 40, 40), -300.0, np.float32)
+    labels = np.full((2, 40, 40), 3, np.uint8)  # slice 1: all consolidation
+    hu[0], labels[0] = -880.0, 1  # slice 0: all aerated healthy lung
+    twin = twin_volume(hu, labels, spacing=(1.0, 1.0))
+    assert np.array_equal(twin[0], hu[0])
+    assert np.allclose(twin[1], -880.0, atol=1e-3)
+    # Alone, the slice has no reference; the textbook level stands in.
+    alone = healthy_twin_slice(hu[1], labels[1])
+    assert np.allclose(alone, -850.0, atol=1e-3)
+    assert np.array_equal(twin_volume(hu[:1], labels[:1]), hu[:1])  # no lesion: the scan itself
+
+
+def test_reference_leaves_out_vessels_and_dense_rim():
+    hu = np.array([[-950.0, -700.0, -300.0, 40.0]])
+    labels = np.array([[1, 1, 1, 2]])
+    assert reference_mask(hu, labels).tolist() == [[True, True, False, False]]
+    with pytest.raises(ValueError, match="same"):
+        healthy_twin_slice(hu, labels[:, :2])
+    with pytest.raises(ValueError, match="labels"):
+        twin_volume(hu[None], labels)
+
+
+@pytest.fixture(scope="module")
+def default_twin(tmp_path_factory):
+    """A 10-slice 256 px chest of bundled slices z000-z009 through the default model."""
+    net, cfg, _ = load_segmentation_model()
+    hu = _chest(10, 256).hu
+    root = tmp_path_factory.mktemp("twin")
+    nii = vf.dicom_to_nifti(root / "scan.nii.gz", hu, vf.dicom_affine(10), "LAS")
+    vol = read_volume(nii)
+    seg = segment_volume(inference_copy(net), cfg.data, vol, progress=False, twin=True)
+    return vol, seg
+
+
+@needs_default
+@pytest.mark.parametrize("z", [7, 9])  # MedSeg z007, z009: GGO beside much healthy lung
+def test_default_models_twin_reads_as_its_healthy_lung(default_twin, z):
+    vol, seg = default_twin
+    hu, labels, twin = vol.hu[z], seg.labels[z], seg.twin_hu[z]
+    lesion, healthy = labels >= 2, labels == 1
+    assert lesion.sum() > 1000 and healthy.sum() > 1000
+    healthy_median = float(np.median(hu[healthy]))
+    # The lesions were denser than the healthy lung; in the twin they sit at its level.
+    assert float(hu[lesion].mean()) > healthy_median + 100
+    assert abs(float(twin[lesion].mean()) - healthy_median) < 100
+    assert float(twin[lesion].min()) >= AIR_HU
+    assert np.array_equal(twin[~lesion], hu[~lesion])
+
+
+@needs_default
+def test_twin_file_has_the_inputs_geometry(tmp_path):
+    hu = _chest(4, 128).hu
+    nii = vf.dicom_to_nifti(tmp_path / "scan.nii.gz", hu, vf.dicom_affine(4), "LAS")
+    segment_scan(nii, tmp_path / "out", overlays=False, progress=False, report=False)
+    src, out = nib.load(nii), nib.load(tmp_path / "out" / "healthy_twin.nii.gz")
+    labels = np.asarray(nib.load(tmp_path / "out" / "labels.nii.gz").dataobj)
+    assert out.shape == src.shape and np.allclose(out.affine, src.affine)
+    twin, scan = np.asarray(out.dataobj), np.asarray(src.dataobj).astype(np.float32)
+    assert (labels >= 2).sum() > 100
+    assert np.array_equal(twin[labels < 2], scan[labels < 2])
+    assert (twin[labels >= 2] < scan[labels >= 2]).mean() > 0.5  # lesions made less dense
