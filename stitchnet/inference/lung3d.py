@@ -56,15 +56,40 @@ def outside_air(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """`scipy.ndimage.binary_fill_holes` in one labelling pass: the background components that
     do not touch the array's faces are holes. scipy's version dilates step by step and costs ~30x
-    more on a 512 x 512 slice."""
-    labels, n = ndimage.label(~mask)
+    more on a 512 x 512 slice.
+
+    Only the mask's bounding box is labelled: everything outside it is background joined to the
+    array's faces, so a background component inside the box is a hole exactly when it touches
+    none of the box's faces (the same answer as labelling the whole array, for less work)."""
+    filled = mask.copy()
+    if not mask.any():
+        return filled
+    box = tuple(
+        slice(idx[0], idx[-1] + 1)
+        for idx in (
+            np.flatnonzero(mask.any(axis=tuple(b for b in range(mask.ndim) if b != a)))
+            for a in range(mask.ndim)
+        )
+    )
+    crop = mask[box]
+    labels, n = ndimage.label(~crop)
     if n == 0:
-        return mask.copy()
-    faces = [np.take(labels, i, axis=a) for a in range(mask.ndim) for i in (0, -1)]
+        return filled
+    faces = [np.take(labels, i, axis=a) for a in range(crop.ndim) for i in (0, -1)]
     outside = np.zeros(n + 1, dtype=bool)
     outside[np.unique(np.concatenate([f.ravel() for f in faces]))] = True
     outside[0] = False  # label 0 is the mask itself
-    return mask | ~outside[labels] & (labels > 0)
+    filled[box] = crop | ~outside[labels] & (labels > 0)
+    return filled
+
+
+def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n,) voxel counts of components 1..n of a label volume, counted a slice at a time (one
+    bincount of the whole volume first copies it to 8-byte integers, ~4x slower)."""
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for plane in labels:
+        sizes += np.bincount(plane.ravel(), minlength=n + 1)
+    return sizes[1:]
 
 
 def lung_mask_3d(fields: np.ndarray, body: np.ndarray, source: str = "scan") -> np.ndarray:
@@ -93,7 +118,7 @@ def lung_mask_3d(fields: np.ndarray, body: np.ndarray, source: str = "scan") -> 
         mask[z] = fill_holes(mask[z])  # (Y, X)
     labels, n = ndimage.label(mask)  # 6-connected in 3-D
     if n > 0:
-        sizes = np.bincount(labels.ravel())[1:]  # (n,) voxels of component k at index k - 1
+        sizes = component_sizes(labels, n)  # (n,) voxels of component k at index k - 1
         order = np.argsort(sizes)[::-1]
         keep = [order[0] + 1]
         if n > 1 and sizes[order[1]] >= SECOND_LUNG_RATIO * sizes[order[0]]:

@@ -25,12 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from stitchnet.checkpoint import staged_dir
 from stitchnet.data.sources import hu_window
@@ -39,6 +39,7 @@ from stitchnet.figures import overlay
 from stitchnet.inference.burden import burden_csv, lesion_burden
 from stitchnet.inference.defaults import load_segmentation_model
 from stitchnet.inference.fast import inference_copy
+from stitchnet.inference.png import WORKERS, write_png
 from stitchnet.inference.segment import Segmentation, segment_volume
 from stitchnet.inference.twin import has_styles
 from stitchnet.inference.uncertainty import uncertainty_csv
@@ -120,23 +121,35 @@ def segment_scan(
             f"StitchNet-family models (stitchnet, ladder, stitchnet-skip) can draw one"
         )
     out = Path(out_dir)
-    with staged_dir(out, f".{out.name}-segment-") as tmp:
-        write_label_volume(vol, result.labels, tmp / "labels.nii.gz")
-        write_label_volume(vol, result.lung, tmp / "lung.nii.gz")
-        if overlays:
-            _write_overlays(tmp / "overlays", vol.hu, result.labels, run_cfg.data.lung_window)
+    with staged_dir(out, f".{out.name}-segment-") as tmp, ThreadPoolExecutor(WORKERS) as pool:
+        # The NIfTI files (gzip) and overlay PNGs (zlib) compress with the interpreter lock
+        # released, so they go to a thread pool and run beside the report on the other cores.
+        volumes = [
+            ("labels.nii.gz", result.labels, np.uint8),
+            ("lung.nii.gz", result.lung, np.uint8),
+        ]
         if result.entropy is not None:
-            write_label_volume(vol, result.entropy, tmp / "uncertainty.nii.gz", np.float32)
-            write_label_volume(vol, result.mutual_info, tmp / "uncertainty_mi.nii.gz", np.float32)
+            volumes.append(("uncertainty.nii.gz", result.entropy, np.float32))
+            volumes.append(("uncertainty_mi.nii.gz", result.mutual_info, np.float32))
             (tmp / "uncertainty.csv").write_text(
                 uncertainty_csv(result.entropy, result.mutual_info, result.lung)
             )
         if result.twin_hu is not None:
-            write_label_volume(vol, result.twin_hu, tmp / "healthy_twin.nii.gz", np.float32)
             diff = result.twin_hu - vol.hu.astype(np.float32)  # (Z, Y, X), 0 off the lesions
-            write_label_volume(vol, diff, tmp / "healthy_twin_diff.nii.gz", np.float32)
+            volumes.append(("healthy_twin.nii.gz", result.twin_hu, np.float32))
+            volumes.append(("healthy_twin_diff.nii.gz", diff, np.float32))
+        jobs = [pool.submit(write_label_volume, vol, a, tmp / name, t) for name, a, t in volumes]
+        if overlays:
+            (tmp / "overlays").mkdir()
+            window = run_cfg.data.lung_window
+            jobs += [
+                pool.submit(_write_overlay, tmp / "overlays", z, vol.hu, result.labels, window)
+                for z in range(vol.hu.shape[0])
+            ]
         if report:
             _write_report(tmp / "report.html", vol, result, burden)
+        for job in jobs:
+            job.result()  # re-raises a failed write here, inside staged_dir
         (tmp / "burden.csv").write_text(burden_csv(burden["regions"]))
         # burden.json last: inside the folder too, its presence marks a complete output.
         (tmp / "burden.json").write_text(json.dumps(burden, indent=2))
@@ -189,11 +202,9 @@ def _write_report(path: Path, vol: Volume, result: Segmentation, burden: dict[st
     )
 
 
-def _write_overlays(
-    folder: Path, hu: np.ndarray, labels: np.ndarray, window: tuple[float, float]
+def _write_overlay(
+    folder: Path, z: int, hu: np.ndarray, labels: np.ndarray, window: tuple[float, float]
 ) -> None:
-    """One RGB PNG per display slice; fast zlib level, since a scan has hundreds of them."""
-    folder.mkdir()
-    for z in range(hu.shape[0]):
-        rgb = overlay(hu_window(hu[z], window), labels[z])  # (Y, X, 3) uint8
-        Image.fromarray(rgb).save(folder / f"slice_{z:04d}.png", compress_level=1)
+    """The RGB PNG of display slice z; fast zlib level, since a scan has hundreds of them."""
+    rgb = overlay(hu_window(hu[z], window), labels[z])  # (Y, X, 3) uint8
+    write_png(folder / f"slice_{z:04d}.png", rgb, level=1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -26,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from stitchnet.figures import LESION_COLOURS
+from stitchnet.inference.png import encode_png, map_threads
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU: width 1500, level -600, the usual lung window
 SOFT_WINDOW = (-160.0, 240.0)  # HU: width 400, level 40, the usual soft-tissue window
@@ -36,6 +35,9 @@ VIEW_PX = 512  # the image box is VIEW_PX square at the page's top left (tests c
 HEAT = (255, 140, 0)  # uncertainty tint, orange: far from both lesion colours
 LUNG_EDGE = (255, 230, 0)  # lung-field outline
 SERIES_COLOURS = {"ggo": "#00d900", "consolidation": "#1a4dff"}
+# zlib level of the slice PNGs: 3 encodes ~4x faster than 6 for a file ~9 % larger (the
+# benchmark's 300 slices of 512 x 512 with the twin layer: 107 MB at 6, 117 MB at 3).
+PNG_LEVEL = 3
 
 
 def _gray(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -44,9 +46,7 @@ def _gray(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 
 
 def _png_uri(rgb: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", compress_level=6)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(encode_png(rgb, PNG_LEVEL)).decode("ascii")
 
 
 def _check(name: str, arr: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -83,8 +83,8 @@ def encode_slices(
     code = labels.astype(np.uint8) | (
         (np.asarray(lung) > 0).astype(np.uint8) << 2 if lung is not None else 0
     )
-    slices = []
-    for k in range(hu.shape[0]):
+
+    def encode(k: int) -> dict[str, str | None]:
         base = np.stack([_gray(hu[k], LUNG_WINDOW), _gray(hu[k], SOFT_WINDOW), code[k]], -1)
         extra = None
         if uncertainty is not None or twin_hu is not None:
@@ -92,8 +92,9 @@ def encode_slices(
             u = np.zeros(hu.shape[1:]) if uncertainty is None else uncertainty[k]
             u8 = (np.clip(u / uncertainty_max, 0.0, 1.0) * 255).round().astype(np.uint8)
             extra = _png_uri(np.stack([_gray(t, LUNG_WINDOW), _gray(t, SOFT_WINDOW), u8], -1))
-        slices.append({"b": _png_uri(base), "e": extra})
-    return slices
+        return {"b": _png_uri(base), "e": extra}
+
+    return list(map_threads(encode, range(hu.shape[0])))  # slices on all cores (png.py)
 
 
 def lesion_ml_per_slice(labels: np.ndarray, voxel_ml: float) -> dict[str, list[float]]:

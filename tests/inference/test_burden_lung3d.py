@@ -107,3 +107,33 @@ def test_fill_holes_matches_scipy_in_2d_and_3d():
     for shape in [(40, 40), (6, 30, 30)]:
         mask = rng.random(shape) < 0.55
         assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def test_fill_holes_of_a_mask_inside_the_array_matches_scipy():
+    # fill_holes labels only the mask's bounding box: masks of every density placed away from
+    # the faces, touching one face, and empty.
+    from scipy import ndimage
+
+    from stitchnet.inference.lung3d import fill_holes
+
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        shape = (5, 20, 20) if trial % 2 else (20, 20)
+        mask = np.zeros(shape, dtype=bool)
+        inner = tuple(slice(int(rng.integers(0, 3)), s - int(rng.integers(0, 3))) for s in shape)
+        mask[inner] = rng.random(mask[inner].shape) < rng.uniform(0.0, 0.9)
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask)), trial
+
+
+def test_burden_counts_every_slab_of_a_long_volume():
+    # More slices than one bincount slab: counts equal a plain count of each (side, class).
+    from stitchnet.inference.burden import SLAB
+
+    rng = np.random.default_rng(2)
+    sides = rng.integers(0, 3, size=(2 * SLAB + 3, 7, 5)).astype(np.uint8)
+    labels = np.where(sides > 0, rng.integers(1, 4, size=sides.shape), 0).astype(np.uint8)
+    b = lesion_burden(labels, sides, 1.0)
+    for region, side in (("right", RIGHT), ("left", LEFT)):
+        assert b[region]["lung_voxels"] == int((sides == side).sum())
+        assert b[region]["ggo_voxels"] == int(((sides == side) & (labels == 2)).sum())
+        assert b[region]["consolidation_voxels"] == int(((sides == side) & (labels == 3)).sum())

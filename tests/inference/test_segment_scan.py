@@ -88,9 +88,12 @@ def dicom_run(tmp_path_factory):
 
 def test_dicom_tree_outputs_geometry_and_series(dicom_run):
     root, _, hu, out, burden = dicom_run
+    # The shipped default is StitchNet-family (stitchnet-skip), so the healthy twin comes too.
     assert sorted(p.name for p in out.iterdir()) == [
         "burden.csv",
         "burden.json",
+        "healthy_twin.nii.gz",
+        "healthy_twin_diff.nii.gz",
         "labels.nii.gz",
         "lung.nii.gz",
         "overlays",
@@ -144,7 +147,8 @@ def test_cli_segment_and_help_name_the_default_model(dicom_run, tmp_path, capsys
     assert DEFAULT_MODEL.is_file()
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
-    assert "Default model: unet" in capsys.readouterr().out
+    shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["model_name"]
+    assert f"Default model: {shipped}" in capsys.readouterr().out
     root = dicom_run[0]
     code = main(["segment", str(root / "tree"), "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 0 and (tmp_path / "o" / "burden.json").is_file()
