@@ -85,7 +85,7 @@ def segment_scan(
     vol = read_volume(scan, series_uid=series_uid)
     make_twin = twin and has_styles(net)
     result = segment_volume(
-        inference_copy(net),
+        inference_copy(net, channels_last=True),
         run_cfg.data,
         vol,
         None,
