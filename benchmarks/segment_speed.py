@@ -8,10 +8,10 @@ padding outside the circular field of view; written once as an uncompressed NIfT
 folder. Then:
   1. `segment_scan` on it with the shipped default model (read, lung fields, model, 3-D clean-up,
      NIfTI/JSON/CSV/overlay writing), wall time; the target is under 60 s on 2 cores.
-  2. model forward only, at each model's cpu-small input size, batch 32, inference mode: slices/s
-     for the U-Net, StitchNet (and stitchnet-skip when registered), as built and with batch norm
-     folded (inference/fast.py), and StitchNet's time per slice as a ratio to the U-Net's
-     (target <= 1.5x), all measured in this one run.
+  2. model forward only, at each model's cpu-small input size, batch 32, inference mode, the
+     fastest of 3 interleaved rounds: slices/s for the U-Net, StitchNet (and stitchnet-skip
+     when registered), as built and with batch norm folded (inference/fast.py), and StitchNet's
+     time per slice as a ratio to the U-Net's (target <= 1.5x), all measured in this one run.
 """
 
 from __future__ import annotations
@@ -52,20 +52,27 @@ def synthetic_scan(n: int, size: int) -> np.ndarray:
     return np.round(vol).astype(np.int16)
 
 
-def time_models(size: int, batch: int, repeats: int) -> dict[str, float]:
-    """Seconds per slice of each model's forward at its cpu-small input size."""
+def time_models(size: int, batch: int, repeats: int, rounds: int = 3) -> dict[str, float]:
+    """Seconds per slice of each model's forward at its cpu-small input size: the fastest of
+    `rounds` rounds, the models taking turns within each round, so that a burst of load from
+    another process on a shared machine falls on one round rather than on one model."""
     names = [n for n in ("unet", "stitchnet", "stitchnet-skip") if n in MODEL_NAMES]
-    out = {}
+    nets = {}
     for name in names:
         model = build_model(name, model_config(name, "cpu-small")).eval()
-        for label, net in (("as built", model), ("BN folded", inference_copy(model))):
-            x = torch.rand(batch, 1, size, size)
-            with torch.inference_mode():
-                net(x)  # warm-up
+        nets[f"{name} (as built)"] = model
+        nets[f"{name} (BN folded)"] = inference_copy(model)
+    x = torch.rand(batch, 1, size, size)
+    out = dict.fromkeys(nets, float("inf"))
+    with torch.inference_mode():
+        for net in nets.values():
+            net(x)  # warm-up
+        for _ in range(rounds):
+            for key, net in nets.items():
                 t0 = time.perf_counter()
                 for _ in range(repeats):
                     net(x)
-                out[f"{name} ({label})"] = (time.perf_counter() - t0) / (repeats * batch)
+                out[key] = min(out[key], (time.perf_counter() - t0) / (repeats * batch))
     return out
 
 
