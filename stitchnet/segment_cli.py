@@ -20,7 +20,8 @@ slice; --no-report skips it).
 DIR/uncertainty_mi.nii.gz (mutual information of --samples posterior draws of z for StitchNet
 models, of the four flips for the others) and DIR/uncertainty.csv (per-slice means in the lung).
 StitchNet-family models also write DIR/healthy_twin.nii.gz (the scan in HU, every lesion voxel
-replaced by the healthy style of that voxel) and DIR/healthy_twin_diff.nii.gz (--no-twin skips).
+brought to the density of the healthy lung around it, its vessels kept) and
+DIR/healthy_twin_diff.nii.gz (--no-twin skips).
 Lesions are reported only inside the lung field found by the shipped lung segmenter and cleaned in
 3-D; inside it, pixels the model calls background count as healthy lung. DIR is written in full or
 not at all. Bad input ends with exit status 2.

@@ -17,7 +17,7 @@ Modules, one idea each:
     burden.py    lung, GGO and consolidation volume in mL and as % of lung, per side and in total
     uncertainty.py  predictive entropy / mutual information from posterior draws or flips, the
                  lung label's uncertainty for whole scans, and the calibration metrics
-    twin.py      the healthy twin: lesion pixels re-drawn in StitchNet's healthy style, in HU
+    twin.py      the healthy twin: lesion voxels brought to the surrounding healthy lung's HU
     viewer.py    one self-contained HTML viewer (report.html) over a segmented scan
     scan.py      `segment_scan`: read, segment, write every output atomically into one folder
     defaults.py  the shipped default model, and the one command that (re)makes it from a run

@@ -13,7 +13,7 @@ with uncertainty=True (the lung label's doubt, uncertainty.py):
     DIR/uncertainty_mi.nii.gz  float32 mutual information of the draws (0 .. the entropy)
     DIR/uncertainty.csv        per display slice: lung voxels, mean entropy and MI in the lung
 for StitchNet-family models (twin.py), unless twin=False:
-    DIR/healthy_twin.nii.gz       float32 HU: the scan, each lesion voxel at its healthy style
+    DIR/healthy_twin.nii.gz       float32 HU: the scan, lesion voxels at the nearby healthy level
     DIR/healthy_twin_diff.nii.gz  float32 HU: twin - scan, exactly 0 outside lesion voxels
 
 Everything is written into a temporary folder beside DIR and renamed to DIR at the end, so an
