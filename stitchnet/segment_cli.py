@@ -22,6 +22,8 @@ models, of the four flips for the others) and DIR/uncertainty.csv (per-slice mea
 StitchNet-family models also write DIR/healthy_twin.nii.gz (the scan in HU, every lesion voxel
 brought to the density of the healthy lung around it, its vessels kept) and
 DIR/healthy_twin_diff.nii.gz (--no-twin skips).
+--dicom-seg (DICOM input only) adds DIR/labels_seg.dcm: the three classes as one DICOM
+Segmentation over the source series, for PACS and DICOM viewers.
 Lesions are reported only inside the lung field found by the shipped lung segmenter and cleaned in
 3-D; inside it, pixels the model calls background count as healthy lung. DIR is written in full or
 not at all. Bad input ends with exit status 2.
@@ -60,6 +62,11 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
         help="posterior draws of z for --uncertainty with StitchNet models (default 8)",
     )
     p.add_argument("--no-twin", action="store_true", help="skip the healthy twin (StitchNet)")
+    p.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="also write DIR/labels_seg.dcm, a DICOM SEG over the source series (DICOM input)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_segment)
     return p
@@ -81,9 +88,11 @@ def run_segment(args: argparse.Namespace) -> None:
         uncertainty=args.uncertainty,
         samples=args.samples,
         twin=not args.no_twin,
+        dicom_seg=args.dicom_seg,
     )
     written = ["labels.nii.gz", "lung.nii.gz", "burden.json", "burden.csv"]
     written += [] if args.no_report else ["report.html"]
+    written += ["labels_seg.dcm"] if args.dicom_seg else []
     written += (burden.get("uncertainty") or {}).get("files", [])
     written += (burden.get("healthy_twin") or {}).get("files", [])
     total = burden["regions"]["total"]

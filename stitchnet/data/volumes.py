@@ -72,6 +72,8 @@ class Volume:
     ornt: np.ndarray  # (3, 2) nibabel orientation transform: input (i, j, k) -> display (L, P, S)
     spacing_known: bool = True  # False for slice folders: spacing is a 1 mm placeholder
     notes: list[str] = field(default_factory=list)  # caveats a report should repeat
+    # DICOM only: the series' files in the input's slice order (index k), for a DICOM SEG.
+    dicom_files: list[Path] = field(default_factory=list)
 
     def to_input_order(self, arr: np.ndarray) -> np.ndarray:
         """(Z, Y, X) display array -> the input's (i, j, k) voxel order (any dtype)."""
@@ -387,7 +389,10 @@ def _read_dicom(root: Path, files: list[Path], series_uid: str | None) -> Volume
     # DICOM's own voxel order, as dcm2niix and nibabel's nicom use it: (cols, rows, slices).
     data = np.stack(slices, axis=-1)  # (C, R, N) HU
     pad = np.stack(outside, axis=-1)  # (C, R, N) bool
-    return _volume_from_input(data, pad, affine, str(root), "dicom", series_uid=series.uid)
+    files = [p for p, _ in items]
+    return _volume_from_input(
+        data, pad, affine, str(root), "dicom", series_uid=series.uid, dicom_files=files
+    )
 
 
 def _pixels(path: Path, ds: Any) -> np.ndarray:

@@ -15,6 +15,8 @@ with uncertainty=True (the lung label's doubt, uncertainty.py):
 for StitchNet-family models (twin.py), unless twin=False:
     DIR/healthy_twin.nii.gz       float32 HU: the scan, lesion voxels at the nearby healthy level
     DIR/healthy_twin_diff.nii.gz  float32 HU: twin - scan, exactly 0 outside lesion voxels
+with dicom_seg=True (DICOM input only, dicom_seg.py):
+    DIR/labels_seg.dcm  a BINARY DICOM SEG of classes 1-3 over the source series' slices
 
 Everything is written into a temporary folder beside DIR and renamed to DIR at the end, so an
 error or an interruption never leaves a DIR that looks complete.
@@ -34,10 +36,11 @@ import torch
 
 from stitchnet.checkpoint import staged_dir
 from stitchnet.data.sources import hu_window
-from stitchnet.data.volumes import Volume, read_volume, write_label_volume
+from stitchnet.data.volumes import Volume, VolumeError, read_volume, write_label_volume
 from stitchnet.figures import overlay
 from stitchnet.inference.burden import burden_csv, lesion_burden
 from stitchnet.inference.defaults import load_segmentation_model
+from stitchnet.inference.dicom_seg import write_volume_seg
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.png import WORKERS, write_png
 from stitchnet.inference.segment import Segmentation, segment_volume
@@ -61,6 +64,7 @@ def segment_scan(
     samples: int = 8,
     twin: bool = True,
     seed: int = 0,
+    dicom_seg: bool = False,
 ) -> dict[str, Any]:
     """Segment a DICOM folder, NIfTI file or folder of slices; write DIR; return burden.json.
 
@@ -78,11 +82,17 @@ def segment_scan(
             models use the four flips).
         twin: write the healthy twin when the model has styles (StitchNet family).
         seed: seed of the posterior draws, so a rerun gives the same maps.
+        dicom_seg: also write DIR/labels_seg.dcm, a DICOM SEG over the source series (DICOM
+            input only; other inputs are refused before anything is computed).
     """
     if uncertainty and samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
     net, run_cfg, model_info = load_segmentation_model(model)
     vol = read_volume(scan, series_uid=series_uid)
+    if dicom_seg and vol.kind != "dicom":
+        raise VolumeError(
+            f"{scan}: --dicom-seg needs a DICOM source series; this input is {vol.kind}"
+        )
     make_twin = twin and has_styles(net)
     result = segment_volume(
         inference_copy(net, channels_last=True),
@@ -148,6 +158,8 @@ def segment_scan(
             ]
         if report:
             _write_report(tmp / "report.html", vol, result, burden)
+        if dicom_seg:
+            write_volume_seg(tmp / "labels_seg.dcm", vol, result.labels, model_info)
         for job in jobs:
             job.result()  # re-raises a failed write here, inside staged_dir
         (tmp / "burden.csv").write_text(burden_csv(burden["regions"]))
