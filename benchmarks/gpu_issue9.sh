@@ -47,13 +47,8 @@ python3 -m stitchnet.cli report runs/gpu/cpu >> runs/gpu/reproduce.log 2>&1
 tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='tensorboard' runs/gpu
 rec=$(python3 -c "import json;print(json.load(open('runs/gpu/cpu/recommended.json'))['variant'])" 2>/dev/null)
 for v in $rec unet; do
-  python3 - runs/gpu/cpu/runs/$v/seed0/best.pt runs/gpu/$v.half.pt <<'PY'
-import sys, torch
-ck = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-ck["model_state"] = {k: t.half() if t.is_floating_point() else t for k, t in ck["model_state"].items()}
-ck.pop("optimizer_state", None)
-torch.save(ck, sys.argv[2])
-PY
+  python3 -c "import sys; from stitchnet.checkpoint import save_half_copy; save_half_copy(*sys.argv[1:])" \
+    runs/gpu/cpu/runs/$v/seed0/best.pt runs/gpu/$v.half.pt
   split -b 15M runs/gpu/$v.half.pt "$OUT/$v.half.pt.part-"
 done
 tail -5 runs/gpu/reproduce.log

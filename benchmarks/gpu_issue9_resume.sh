@@ -72,13 +72,8 @@ print('calibrated', calibrate_runs(dirs, '$L'))" >> runs/gpu/reproduce2.log 2>&1
 python3 -m stitchnet.cli report runs/gpu/cpu >> runs/gpu/reproduce2.log 2>&1
 tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='tensorboard' --exclude='figures' \
   --exclude='report.html' runs/gpu
-python3 - runs/gpu/default-rec/best.pt runs/gpu/default-rec.half.pt <<'PY'
-import sys, torch
-ck = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
-ck["model_state"] = {k: t.half() if t.is_floating_point() else t for k, t in ck["model_state"].items()}
-ck.pop("optimizer_state", None)
-torch.save(ck, sys.argv[2])
-PY
+python3 -c "import sys; from stitchnet.checkpoint import save_half_copy; save_half_copy(*sys.argv[1:])" \
+    runs/gpu/default-rec/best.pt runs/gpu/default-rec.half.pt
 split -b 15M runs/gpu/default-rec.half.pt "$OUT/default-rec.half.pt.part-"
 tail -3 runs/gpu/reproduce2.log
 ls -la "$OUT"

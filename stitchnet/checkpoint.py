@@ -183,6 +183,21 @@ def load_checkpoint(
     return ckpt
 
 
+def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its floating tensors in float16 (integer buffers kept): half the file;
+    `load_state_dict` copies them back into the float32 parameters."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def save_half_copy(src: str | Path, dst: str | Path) -> Path:
+    """A float16 copy of a checkpoint without its optimizer state, small enough to carry off a
+    machine (e.g. from a lent GPU); it still loads with `load_checkpoint`."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt["model_state"] = half_state(ckpt["model_state"])
+    ckpt["optimizer_state"] = None
+    return atomic_write(dst, lambda f: torch.save(ckpt, f))
+
+
 def resolve_checkpoint(path_or_run_dir: str | Path) -> Path:
     """A .pt file as given, or a run folder's best checkpoint."""
     path = Path(path_or_run_dir)

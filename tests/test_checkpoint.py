@@ -169,3 +169,18 @@ def test_a_version_1_checkpoint_reads_as_objective_none(tmp_path):
     ckpt = C.load_checkpoint(path)
     assert (ckpt["objective_name"], ckpt["objective_config"]) == ("none", {})
     assert ckpt["objective_state"] == {}
+
+
+def test_half_copy_keeps_integer_buffers_and_loads(tmp_path):
+    model, opt = _trained(_cfg())
+    path = C.save_checkpoint(tmp_path / "best.pt", model, _cfg(), opt, epoch=1, step=1)
+    half = C.save_half_copy(path, tmp_path / "best.half.pt")
+    ckpt = C.load_checkpoint(half)
+    assert ckpt["optimizer_state"] is None
+    for key, value in model.state_dict().items():
+        stored = ckpt["model_state"][key]
+        if value.is_floating_point():
+            assert stored.dtype == torch.float16
+            torch.testing.assert_close(stored.float(), value, atol=1e-2, rtol=1e-3)
+        else:
+            assert stored.dtype == value.dtype and torch.equal(stored, value)

@@ -27,6 +27,7 @@ import torch
 
 from stitchnet.checkpoint import (
     atomic_write,
+    half_state,
     load_checkpoint,
     model_from_checkpoint,
     resolve_checkpoint,
@@ -103,9 +104,7 @@ def make_default_model(
     best = resolve_checkpoint(run)
     ckpt = load_checkpoint(best)
     slim = {k: v for k, v in ckpt.items() if k not in ("optimizer_state", "rng", "extra", "split")}
-    slim["model_state"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in ckpt["model_state"].items()
-    }
+    slim["model_state"] = half_state(ckpt["model_state"])
     slim["optimizer_state"], slim["rng"], slim["extra"] = None, {}, {}
     splits_path = run / "splits.json"
     if not splits_path.is_file():
