@@ -21,7 +21,7 @@ DIR/uncertainty_mi.nii.gz (mutual information of --samples posterior draws of z 
 models, of the four flips for the others) and DIR/uncertainty.csv (per-slice means in the lung).
 StitchNet-family models also write DIR/healthy_twin.nii.gz (the scan in HU, every lesion voxel
 brought to the density of the healthy lung around it, its vessels kept) and
-DIR/healthy_twin_diff.nii.gz (--no-twin skips).
+DIR/healthy_twin_diff.nii.gz (--no-twin skips; --twin style takes the level from the model).
 --dicom-seg (DICOM input only) adds DIR/labels_seg.dcm: the three classes as one DICOM
 Segmentation over the source series, for PACS and DICOM viewers.
 Lesions are reported only inside the lung field found by the shipped lung segmenter and cleaned in
@@ -63,6 +63,13 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-twin", action="store_true", help="skip the healthy twin (StitchNet)")
     p.add_argument(
+        "--twin",
+        choices=("level", "style"),
+        default="level",
+        help="level (default): lesions brought to the nearby healthy lung's mean HU, no model "
+        "pass; style: to StitchNet's healthy style of the slice with its lesions hidden",
+    )
+    p.add_argument(
         "--dicom-seg",
         action="store_true",
         help="also write DIR/labels_seg.dcm, a DICOM SEG over the source series (DICOM input)",
@@ -88,6 +95,7 @@ def run_segment(args: argparse.Namespace) -> None:
         uncertainty=args.uncertainty,
         samples=args.samples,
         twin=not args.no_twin,
+        twin_mode=args.twin,
         dicom_seg=args.dicom_seg,
     )
     written = ["labels.nii.gz", "lung.nii.gz", "burden.json", "burden.csv"]

@@ -12,8 +12,9 @@ with uncertainty=True (the lung label's doubt, uncertainty.py):
     DIR/uncertainty.nii.gz     float32 predictive entropy in nats (0 .. log 3), input geometry
     DIR/uncertainty_mi.nii.gz  float32 mutual information of the draws (0 .. the entropy)
     DIR/uncertainty.csv        per display slice: lung voxels, mean entropy and MI in the lung
-for StitchNet-family models (twin.py), unless twin=False:
+for StitchNet-family models (twin.py), unless twin=False; twin_mode "level" (default) or "style":
     DIR/healthy_twin.nii.gz       float32 HU: the scan, lesion voxels at the nearby healthy level
+                                  (level) or at the model's healthy style (style)
     DIR/healthy_twin_diff.nii.gz  float32 HU: twin - scan, exactly 0 outside lesion voxels
 with dicom_seg=True (DICOM input only, dicom_seg.py):
     DIR/labels_seg.dcm  a BINARY DICOM SEG of classes 1-3 over the source series' slices
@@ -44,7 +45,7 @@ from stitchnet.inference.dicom_seg import write_volume_seg
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.png import WORKERS, write_png
 from stitchnet.inference.segment import Segmentation, segment_volume
-from stitchnet.inference.twin import has_styles
+from stitchnet.inference.twin import TWIN_MODES, has_styles
 from stitchnet.inference.uncertainty import uncertainty_csv
 from stitchnet.inference.viewer import lesion_ml_per_slice, write_viewer
 
@@ -63,6 +64,7 @@ def segment_scan(
     uncertainty: bool = False,
     samples: int = 8,
     twin: bool = True,
+    twin_mode: str = "level",
     seed: int = 0,
     dicom_seg: bool = False,
 ) -> dict[str, Any]:
@@ -81,12 +83,16 @@ def segment_scan(
         samples: posterior draws of z for the uncertainty of StitchNet-family models (other
             models use the four flips).
         twin: write the healthy twin when the model has styles (StitchNet family).
+        twin_mode: "level" (the scan's own healthy lung sets the level, no model pass) or
+            "style" (StitchNet's healthy style of the slice with its lesions hidden); twin.py.
         seed: seed of the posterior draws, so a rerun gives the same maps.
         dicom_seg: also write DIR/labels_seg.dcm, a DICOM SEG over the source series (DICOM
             input only; other inputs are refused before anything is computed).
     """
     if uncertainty and samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
+    if twin_mode not in TWIN_MODES:
+        raise ValueError(f"twin mode {twin_mode!r}; expected one of {', '.join(TWIN_MODES)}")
     net, run_cfg, model_info = load_segmentation_model(model)
     vol = read_volume(scan, series_uid=series_uid)
     if dicom_seg and vol.kind != "dicom":
@@ -102,7 +108,7 @@ def segment_scan(
         batch_size,
         progress,
         uncertainty_samples=samples if uncertainty else 0,
-        twin=make_twin,
+        twin=twin_mode if make_twin else False,
         generator=torch.Generator().manual_seed(seed),
     )
     burden = {
@@ -122,6 +128,7 @@ def segment_scan(
     if make_twin:
         burden["healthy_twin"] = {
             "files": ["healthy_twin.nii.gz", "healthy_twin_diff.nii.gz"],
+            "mode": twin_mode,
             "lesion_voxels_replaced": int((result.labels >= 2).sum()),
         }
     elif twin:

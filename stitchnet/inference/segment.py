@@ -16,7 +16,10 @@ Two optional extras ride on the same pre-processed slices and crop boxes:
                  pasted back into each slice's crop, 0 outside the lung mask (the mask, not the
                  model, decides the label there); the labels themselves stay the plain forward's;
     twin         the healthy twin in HU (twin.py): each lesion voxel of the final labels made
-                 aerated lung from the scan's own healthy lung; no extra model pass.
+                 aerated lung. twin="level" (or True) takes the level from the scan's own healthy
+                 lung, no extra model pass; twin="style" from StitchNet's healthy style of the
+                 slice with its lesions hidden: one more model pass per batch holding a slice
+                 with lesions (the model's own raw lesions, hidden in its input).
 """
 
 from __future__ import annotations
@@ -36,7 +39,15 @@ from stitchnet.data.volumes import Volume
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.kernel import predict_classes
 from stitchnet.inference.lung3d import lung_mask_3d, outside_air, split_lungs
-from stitchnet.inference.twin import has_styles, twin_volume
+from stitchnet.inference.twin import (
+    LESION_MIN,
+    has_styles,
+    healthy_style,
+    style_inputs,
+    style_twin_volume,
+    twin_mode,
+    twin_volume,
+)
 from stitchnet.inference.uncertainty import label_uncertainty, paste_map
 
 
@@ -61,7 +72,7 @@ def segment_volume(
     batch_size: int = 32,
     progress: bool = True,
     uncertainty_samples: int = 0,
-    twin: bool = False,
+    twin: bool | str = False,
     generator: torch.Generator | None = None,
 ) -> Segmentation:
     """Segment every slice of `vol` and bound the result by the scan's 3-D lung mask.
@@ -76,7 +87,8 @@ def segment_volume(
         progress: a tqdm bar over slices.
         uncertainty_samples: 0 for none; else the posterior draws of z for StitchNet-like
             models (other models always use the four flips).
-        twin: also render the healthy twin (StitchNet-like models only).
+        twin: also render the healthy twin (StitchNet-like models only): "level" (True means
+            it) or "style" (twin.py); False for none.
         generator: the posterior draws' random numbers (None: torch's global generator).
     Raises:
         NoLungError: no lung in the scan (a DataError).
@@ -86,7 +98,8 @@ def segment_volume(
             f"{type(model).__name__} does not segment (its forward returns an image); expected "
             f"a segmentation model such as unet or stitchnet"
         )
-    if twin and not has_styles(model):
+    mode = twin_mode(twin)
+    if mode and not has_styles(model):
         raise TypeError(f"{type(model).__name__} has no styles; a healthy twin needs StitchNet")
     seg = lung_model if lung_model is not None else load_lung_segmenter()
     # The lung segmenter costs as much as the model: fold its batch norms too. Channels-last
@@ -98,6 +111,7 @@ def segment_volume(
     fields = np.zeros((n, h, w), dtype=np.uint8)  # per-slice 2-D lung fields
     raw = np.zeros((n, h, w), dtype=np.uint8)
     all_boxes: list[tuple[int, int, int, int]] = []
+    styles: dict[int, torch.Tensor] = {}  # display slice -> (S, S) healthy style, style twin
     entropy = mi = None
     if uncertainty_samples:
         entropy = np.zeros((n, h, w), dtype=np.float32)
@@ -127,6 +141,8 @@ def segment_volume(
             raw[z] = full  # (H, W)
         all_boxes.extend(boxes)
         xd = x.to(next(model.parameters()).device)
+        if mode == "style":
+            styles.update(_batch_styles(model, xd, vol.hu, raw, fields, boxes, start, data_cfg))
         if entropy is not None:
             ent, inf = label_uncertainty(model, xd, uncertainty_samples, generator)  # (b, S, S)
             ent, inf = ent.cpu(), inf.cpu()
@@ -147,5 +163,55 @@ def segment_volume(
         boxes=all_boxes,
         entropy=entropy,
         mutual_info=mi,
-        twin_hu=twin_volume(vol.hu, labels, vol.spacing[1:]) if twin else None,
+        twin_hu=_twin(mode, vol, labels, styles, all_boxes, data_cfg.lung_window),
     )
+
+
+def _batch_styles(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    hu: np.ndarray,
+    raw: np.ndarray,
+    fields: np.ndarray,
+    boxes: list[tuple[int, int, int, int]],
+    start: int,
+    data_cfg: DataConfig,
+) -> dict[int, torch.Tensor]:
+    """The healthy styles of a batch's slices that hold a lesion: z -> (S, S) in [0, 1].
+
+    The final labels are known only after the 3-D lung clean-up, so the lesions hidden are the
+    model's raw ones (a superset of the final lesions, which lie inside the lung mask); the fill
+    comes from the raw healthy lung inside the slice's 2-D lung field."""
+    picked, hides, fills = [], [], []
+    for j, box in enumerate(boxes):
+        z = start + j
+        if not (raw[z] >= LESION_MIN).any():
+            continue
+        # Inside the field: the model's class, background read as healthy (as the final labels
+        # do); outside: only the raw lesions, so they are hidden too but give no reference.
+        inside = np.where(fields[z] > 0, np.maximum(raw[z], 1), 0)
+        labels = np.where(raw[z] >= LESION_MIN, raw[z], inside)
+        hide, fill = style_inputs(hu[z], labels, box, x.shape[-1], data_cfg.lung_window)
+        picked.append(j)
+        hides.append(hide)
+        fills.append(fill)
+    if not picked:
+        return {}
+    style = healthy_style(model, x[picked], np.stack(hides), np.array(fills))  # (b', S, S)
+    return {start + j: s for j, s in zip(picked, style, strict=True)}
+
+
+def _twin(
+    mode: str | None,
+    vol: Volume,
+    labels: np.ndarray,
+    styles: dict[int, torch.Tensor],
+    boxes: list[tuple[int, int, int, int]],
+    window: tuple[float, float],
+) -> np.ndarray | None:
+    """The healthy twin of `mode` (None: no twin) over the final labels."""
+    if mode == "level":
+        return twin_volume(vol.hu, labels, vol.spacing[1:])
+    if mode == "style":
+        return style_twin_volume(vol.hu, labels, styles, boxes, window, vol.spacing[1:])
+    return None

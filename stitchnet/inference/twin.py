@@ -35,10 +35,16 @@ model pass). `segment` still offers it only for StitchNet-family models (scan.py
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+
+from stitchnet.data.preprocess import resize_image
+from stitchnet.data.sources import hu_window
+from stitchnet.inference.uncertainty import paste_map
 
 HEALTHY = 1  # class id of healthy lung: its aerated voxels are the reference
 LESION_MIN = 2  # class ids >= this are lesions (2 GGO, 3 consolidation)
@@ -54,6 +60,7 @@ HAZE_SIGMA_MM = 5.0  # lesion haze: wider than the vessels seen through GGO (1-5
 CELL_MM = 2.0  # the means run on cells about this wide, then come back bilinearly
 PRIOR_WEIGHT = 0.02  # fraction of reference below which the scan-wide level takes over
 TRUNCATE = 3.0  # the Gaussians stop at 3 sigma (weight < 1 %); the box a slice works on too
+TWIN_MODES = ("level", "style")  # twin_volume (the default) and style_twin_volume
 
 
 def has_styles(model: torch.nn.Module) -> bool:
@@ -100,11 +107,7 @@ def healthy_twin_slice(
     ref = reference_mask(hu, labels)
     if prior_hu is None:
         prior_hu = float(hu[ref].mean()) if ref.any() else NOMINAL_AERATED_HU
-    # Work on the lesions' box grown by the level's reach: reference farther away has no weight.
-    rows, cols = np.nonzero(lesion.any(axis=1))[0], np.nonzero(lesion.any(axis=0))[0]
-    reach = [int(np.ceil(TRUNCATE * LEVEL_SIGMA_MM / sp)) for sp in spacing]  # px (rows, cols)
-    y0, y1 = max(0, rows[0] - reach[0]), min(hu.shape[0], rows[-1] + 1 + reach[0])
-    x0, x1 = max(0, cols[0] - reach[1]), min(hu.shape[1], cols[-1] + 1 + reach[1])
+    y0, y1, x0, x1 = _work_box(lesion, spacing)
     h, les, rf = hu[y0:y1, x0:x1], lesion[y0:y1, x0:x1], ref[y0:y1, x0:x1]
     cells = tuple(max(1, round(CELL_MM / sp)) for sp in spacing)  # px per cell (rows, cols)
     cell_mm = [c * sp for c, sp in zip(cells, spacing, strict=True)]
@@ -162,6 +165,209 @@ def twin_volume(
     for k in lesion_slices:
         out[k] = healthy_twin_slice(hu[k], labels[k], spacing, prior)
     return out
+
+
+def twin_mode(value: bool | str | None) -> str | None:
+    """The twin asked for as one of TWIN_MODES, or None for no twin; True means "level"."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "level"
+    if isinstance(value, str) and value in TWIN_MODES:
+        return value
+    raise ValueError(
+        f"healthy twin mode {value!r}; expected one of {', '.join(TWIN_MODES)} (or True / False)"
+    )
+
+
+def style_inputs(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    box: tuple[int, int, int, int],
+    size: int,
+    window: tuple[float, float],
+) -> tuple[np.ndarray, float]:
+    """What to hide in one slice's model input, and the value that hides it.
+
+    Args:
+        hu: (H, W) the slice in HU.
+        labels: (H, W) class ids: voxels >= LESION_MIN are hidden, the aerated healthy ones
+            (`reference_mask`) give the fill.
+        box: the crop (y0, y1, x0, x1) the model input was cut from.
+        size: the model input's side S.
+        window: the HU window that made the input ([lo, hi] -> [0, 1]).
+    Returns:
+        hide: (S, S) bool, every input pixel a lesion voxel reaches once the crop is resized the
+            way the image was (a mixed pixel would carry the lesion's density in);
+        fill: the slice's mean aerated healthy HU in window units (NOMINAL_AERATED_HU if none).
+    """
+    y0, y1, x0, x1 = (int(v) for v in box)
+    lesion = (np.asarray(labels)[y0:y1, x0:x1] >= LESION_MIN).astype(np.float32)
+    hide = resize_image(lesion, size)[0].numpy() > 0  # (S, S)
+    ref = reference_mask(hu, labels)
+    level = float(np.asarray(hu)[ref].mean()) if ref.any() else NOMINAL_AERATED_HU
+    return hide, float(hu_window(np.float32(level), window))
+
+
+@torch.inference_mode()
+def healthy_style(
+    model: torch.nn.Module, x: torch.Tensor, hide: np.ndarray, fill: np.ndarray
+) -> torch.Tensor:
+    """StitchNet's healthy style of slices whose lesions are hidden: one pass, posterior means.
+
+    Args:
+        model: a StitchNet-family model (`has_styles`) in eval mode.
+        x: (b, 1, S, S) pre-processed model inputs in [0, 1].
+        hide: (b, S, S) bool, the pixels to hide (`style_inputs`).
+        fill: (b,) the value each slice's hidden pixels get, in [0, 1].
+    Returns:
+        (b, S, S) float32 on the CPU: the Beta mean of the healthy style (class 1), in [0, 1].
+    """
+    if not has_styles(model):
+        raise TypeError(f"{type(model).__name__} has no styles; the style twin needs StitchNet")
+    b, _, size, _ = x.shape
+    hide_t = torch.as_tensor(np.asarray(hide), dtype=torch.bool, device=x.device)
+    if hide_t.shape != (b, size, size):
+        raise ValueError(f"healthy_style: hide {tuple(hide_t.shape)} for inputs {tuple(x.shape)}")
+    fill_t = torch.as_tensor(np.asarray(fill, dtype=np.float32), device=x.device)
+    filled = torch.where(hide_t[:, None], fill_t.view(b, 1, 1, 1).to(x.dtype), x)  # (b,1,S,S)
+    out = model.outputs(filled, sample=False)
+    return out["styles"][:, 1].float().cpu()  # (b, 4, S, S) -> (b, S, S)
+
+
+def style_to_hu(
+    style: np.ndarray | torch.Tensor,
+    box: tuple[int, int, int, int],
+    shape: tuple[int, int],
+    window: tuple[float, float],
+) -> np.ndarray:
+    """One slice's (S, S) style in [0, 1] back on the slice in HU: (H, W) float32, bilinear into
+    the crop `box`, through the window's inverse (hu = lo + (hi - lo) * v); NaN outside the box,
+    where the model was not asked."""
+    lo, hi = float(window[0]), float(window[1])
+    y0, y1, x0, x1 = (int(v) for v in box)
+    pasted = paste_map(style, box, shape)  # (H, W) in [0, 1], 0 outside the box
+    out = np.full(shape, np.nan, dtype=np.float32)
+    out[y0:y1, x0:x1] = lo + (hi - lo) * pasted[y0:y1, x0:x1]
+    return out
+
+
+def style_twin_slice(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    style_hu: np.ndarray,
+    spacing: tuple[float, float] = (1.0, 1.0),
+    prior_offset: float | None = None,
+) -> np.ndarray:
+    """One slice of the style twin in HU: the lesion's haze made the model's healthy style,
+    calibrated on the slice's own healthy lung.
+
+    Args:
+        hu: (H, W) the slice in HU.
+        labels: (H, W) class ids; voxels >= LESION_MIN are replaced, the rest kept bit for bit.
+        style_hu: (H, W) the healthy style in HU (`style_to_hu`), NaN where there is none; every
+            lesion voxel needs one.
+        spacing: (row, column) pixel size in mm.
+        prior_offset: the style's offset (HU to add) where no reference is near (default: this
+            slice's mean of hu - style over the reference, else 0); `style_twin_volume` passes
+            the scan's when the slice has no reference.
+    Returns:
+        (H, W) float32: `hu` outside the lesions; inside, `_remove_haze` towards the level
+        style + offset, where the offset is the local mean of (hu - style) over the reference.
+    """
+    hu = np.asarray(hu, dtype=np.float32)
+    labels = np.asarray(labels)
+    style_hu = np.asarray(style_hu, dtype=np.float32)
+    if not labels.shape == hu.shape == style_hu.shape or hu.ndim != 2:
+        raise ValueError(
+            f"style_twin_slice: hu {hu.shape}, labels {labels.shape} and style {style_hu.shape} "
+            f"must be the same (H, W)"
+        )
+    if min(spacing) <= 0:
+        raise ValueError(f"style_twin_slice: spacing must be positive mm, got {spacing}")
+    out = hu.copy()
+    lesion = labels >= LESION_MIN
+    if not lesion.any():
+        return out
+    known = np.isfinite(style_hu)
+    if not known[lesion].all():
+        raise ValueError(
+            f"style_twin_slice: {int((lesion & ~known).sum())} lesion voxels have no style "
+            f"(NaN); the style must cover every lesion voxel (its crop box holds the lesions)"
+        )
+    ref = reference_mask(hu, labels) & known
+    if prior_offset is None:
+        prior_offset = float((hu - style_hu)[ref].mean()) if ref.any() else 0.0
+    y0, y1, x0, x1 = _work_box(lesion, spacing)
+    h, s = hu[y0:y1, x0:x1], style_hu[y0:y1, x0:x1]
+    les, rf = lesion[y0:y1, x0:x1], ref[y0:y1, x0:x1]
+    cells = tuple(max(1, round(CELL_MM / sp)) for sp in spacing)  # px per cell (rows, cols)
+    cell_mm = [c * sp for c, sp in zip(cells, spacing, strict=True)]
+    stack = np.stack([np.where(rf, h - s, 0.0), rf, np.where(les, h, 0.0), les])
+    coarse = _block_means(stack.astype(np.float32), cells)  # (4, h, w)
+    off_sum, off_n = _smooth(coarse[:2], [LEVEL_SIGMA_MM / m for m in cell_mm])
+    les_sum, les_n = _smooth(coarse[2:], [HAZE_SIGMA_MM / m for m in cell_mm])
+    offset = (off_sum + PRIOR_WEIGHT * prior_offset) / (off_n + PRIOR_WEIGHT)  # (h, w) HU
+    haze = les_sum / np.maximum(les_n, 1e-6)
+    offset_px, haze_px = _upsample(np.stack([offset, haze]), cells, h.shape)  # 2 x (H', W')
+    level = s[les] + offset_px[les]  # (n,) HU: the style, shifted onto this patient's lung
+    out[y0:y1, x0:x1][les] = _remove_haze(h[les], haze_px[les], level)
+    return out
+
+
+def style_twin_volume(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    styles: Mapping[int, np.ndarray | torch.Tensor],
+    boxes: Sequence[tuple[int, int, int, int]],
+    window: tuple[float, float],
+    spacing: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
+    """The style twin of a whole scan in HU: (Z, Y, X) float32, lesions made healthy.
+
+    Args:
+        hu: (Z, Y, X) the scan in HU.
+        labels: (Z, Y, X) the final class ids; voxels >= LESION_MIN are replaced.
+        styles: display slice z -> its (S, S) healthy style in [0, 1] (`healthy_style`); every
+            slice with a lesion needs one.
+        boxes: per slice, the crop (y0, y1, x0, x1) the style was made on.
+        window: the HU window of the model input.
+        spacing: (Y, X) pixel size in mm.
+    A slice without reference in its box takes the scan's mean offset (0 if no slice has any).
+    """
+    hu = np.asarray(hu, dtype=np.float32)
+    if labels.shape != hu.shape or hu.ndim != 3 or len(boxes) != hu.shape[0]:
+        raise ValueError(
+            f"style_twin_volume: labels {labels.shape} and {len(boxes)} boxes for a scan of "
+            f"shape {hu.shape}; expected the same (Z, Y, X) and one box per slice"
+        )
+    lesion_slices = np.flatnonzero((labels >= LESION_MIN).any(axis=(1, 2)))
+    missing = [int(z) for z in lesion_slices if int(z) not in styles]
+    if missing:
+        raise ValueError(f"style_twin_volume: no style for lesion slices {missing[:10]}")
+    out = hu.copy()
+    pasted, sums, counts = {}, 0.0, 0
+    for z in lesion_slices:
+        pasted[z] = style_to_hu(styles[int(z)], boxes[z], hu.shape[1:], window)
+        ref = reference_mask(hu[z], labels[z]) & np.isfinite(pasted[z])
+        sums += float((hu[z] - pasted[z])[ref].sum())
+        counts += int(ref.sum())
+    scan_offset = sums / counts if counts else 0.0
+    for z in lesion_slices:
+        ref = reference_mask(hu[z], labels[z]) & np.isfinite(pasted[z])
+        prior = None if ref.any() else scan_offset
+        out[z] = style_twin_slice(hu[z], labels[z], pasted.pop(z), spacing, prior)
+    return out
+
+
+def _work_box(lesion: np.ndarray, spacing: tuple[float, float]) -> tuple[int, int, int, int]:
+    """The lesions' box (y0, y1, x0, x1) grown by the level's reach: reference farther away has
+    no weight in the level, so a slice's twin works on this box alone."""
+    rows, cols = np.nonzero(lesion.any(axis=1))[0], np.nonzero(lesion.any(axis=0))[0]
+    reach = [int(np.ceil(TRUNCATE * LEVEL_SIGMA_MM / sp)) for sp in spacing]  # px (rows, cols)
+    y0, y1 = max(0, rows[0] - reach[0]), min(lesion.shape[0], rows[-1] + 1 + reach[0])
+    x0, x1 = max(0, cols[0] - reach[1]), min(lesion.shape[1], cols[-1] + 1 + reach[1])
+    return int(y0), int(y1), int(x0), int(x1)
 
 
 def _block_means(stack: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
