@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
 import volume_factory as vf
 from test_segment_scan import _chest
 
+from stitchnet.data.lungfield import lung_box
+from stitchnet.data.preprocess import resize_image
+from stitchnet.data.sources import hu_window, read_image_file, read_label_file
 from stitchnet.data.volumes import read_volume
 from stitchnet.inference.defaults import DEFAULT_MODEL, load_segmentation_model
 from stitchnet.inference.fast import inference_copy
@@ -16,8 +21,14 @@ from stitchnet.inference.segment import segment_volume
 from stitchnet.inference.twin import (
     AIR_HU,
     _remove_haze,
+    healthy_style,
     healthy_twin_slice,
     reference_mask,
+    style_inputs,
+    style_to_hu,
+    style_twin_slice,
+    style_twin_volume,
+    twin_mode,
     twin_volume,
 )
 
@@ -136,3 +147,109 @@ def test_twin_file_has_the_inputs_geometry(tmp_path):
     assert (labels >= 2).sum() > 100
     assert np.array_equal(twin[labels < 2], scan[labels < 2])
     assert (twin[labels >= 2] < scan[labels >= 2]).mean() > 0.5  # lesions made less dense
+
+
+def test_style_twin_shifts_the_style_onto_the_patients_lung():
+    hu, labels, vessel = _lung_with_ggo()
+    lesion = labels == 2
+    # A style 50 HU denser than this lung everywhere: the offset measured on the healthy lung
+    # (-850 - -800 = -50) takes it back, so the haze becomes -850, as in the level twin.
+    twin = style_twin_slice(hu, labels, np.full(hu.shape, -800.0, np.float32), (0.7, 0.7))
+    assert np.array_equal(twin[~lesion], hu[~lesion])
+    parenchyma = lesion.copy()
+    parenchyma[vessel] = False
+    assert abs(float(twin[parenchyma].mean()) - (-850.0)) < 30
+    # What the style says inside the lesion, where no reference can correct it, is passed on:
+    # 100 HU more on the right half of the disk gives 100 HU more there in the twin.
+    style = np.full(hu.shape, -800.0, np.float32)
+    style[:, hu.shape[1] // 2 + 2 :][lesion[:, hu.shape[1] // 2 + 2 :]] += 100.0
+    right = parenchyma.copy()
+    right[:, : hu.shape[1] // 2 + 10] = False
+    left = parenchyma.copy()
+    left[:, hu.shape[1] // 2 - 10 :] = False
+    shaped = style_twin_slice(hu, labels, style, (0.7, 0.7))
+    assert abs(float(shaped[right].mean()) - float(shaped[left].mean()) - 100.0) < 20
+
+
+def test_style_twin_refuses_lesions_without_style_and_bad_modes():
+    hu, labels, _ = _lung_with_ggo(48)
+    style = np.full(hu.shape, np.nan, np.float32)
+    style[:, :30] = -850.0  # the crop box misses part of the lesion
+    with pytest.raises(ValueError, match="no style"):
+        style_twin_slice(hu, labels, style)
+    with pytest.raises(ValueError, match="no style for lesion slices"):
+        style_twin_volume(hu[None], labels[None], {}, [(0, 48, 0, 48)], (-1250.0, 250.0))
+    assert [twin_mode(v) for v in (True, False, None, "level", "style")] == [
+        "level",
+        None,
+        None,
+        "level",
+        "style",
+    ]
+    with pytest.raises(ValueError, match="expected one of level, style"):
+        twin_mode("smooth")
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    net, cfg, _ = load_segmentation_model()
+    return inference_copy(net), cfg
+
+
+def _bundled(name: str, window: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled labelled slice in HU (through the model's window) and its class ids."""
+    gray = read_image_file(vf.LABELLED / "images" / f"{name}.png")
+    labels = read_label_file(vf.LABELLED / "masks" / f"{name}.png").astype(np.uint8)
+    return (window[0] + (window[1] - window[0]) * gray).astype(np.float32), labels
+
+
+def _style_twin(model, cfg, hu, labels):
+    window, size = cfg.data.lung_window, cfg.data.image_size
+    box = lung_box((labels >= 1).astype(np.uint8), cfg.data.crop_margin)
+    x = resize_image(hu_window(hu, window)[box[0] : box[1], box[2] : box[3]], size)[None]
+    hide, fill = style_inputs(hu, labels, box, size, window)
+    assert hide.shape == (size, size) and hide.any() and not hide.all()
+    style = healthy_style(model, x, hide[None], np.array([fill]))[0]  # (S, S)
+    assert float(style.min()) >= 0.0 and float(style.max()) <= 1.0
+    return style_twin_slice(hu, labels, style_to_hu(style, box, hu.shape, window))
+
+
+@needs_default
+@pytest.mark.parametrize("name", ["z011", "z013"])  # GGO beside much healthy lung
+def test_default_models_style_twin_lowers_ggo_to_the_healthy_lung(default_model, name):
+    model, cfg = default_model
+    hu, labels = _bundled(name, cfg.data.lung_window)
+    ggo = labels == 2
+    assert ggo.sum() > 1000
+    twin = _style_twin(model, cfg, hu, labels)
+    assert np.array_equal(twin[labels < 2], hu[labels < 2])  # bit for bit off the lesions
+    assert np.array_equal(twin, _style_twin(model, cfg, hu, labels))  # deterministic
+    assert float(twin[labels >= 2].min()) >= AIR_HU
+    healthy = float(hu[reference_mask(hu, labels)].mean())
+    before, after = float(hu[ggo].mean()), float(twin[ggo].mean())
+    assert before > healthy + 100  # the GGO was denser than the healthy lung
+    assert abs(after - healthy) < 0.5 * abs(before - healthy)
+
+
+@needs_default
+def test_style_twin_file_has_the_inputs_geometry_and_its_mode(tmp_path):
+    hu = _chest(4, 128).hu
+    nii = vf.dicom_to_nifti(tmp_path / "scan.nii.gz", hu, vf.dicom_affine(4), "LAS")
+    burden = segment_scan(
+        nii, tmp_path / "out", overlays=False, progress=False, report=False, twin_mode="style"
+    )
+    assert burden["healthy_twin"]["mode"] == "style"
+    assert (
+        json.loads((tmp_path / "out" / "burden.json").read_text())["healthy_twin"]
+        == (burden["healthy_twin"])
+    )
+    src, out = nib.load(nii), nib.load(tmp_path / "out" / "healthy_twin.nii.gz")
+    labels = np.asarray(nib.load(tmp_path / "out" / "labels.nii.gz").dataobj)
+    assert out.shape == src.shape and np.allclose(out.affine, src.affine)
+    twin, scan = np.asarray(out.dataobj), np.asarray(src.dataobj).astype(np.float32)
+    assert (labels >= 2).sum() > 100
+    assert np.array_equal(twin[labels < 2], scan[labels < 2])
+    assert (twin[labels >= 2] < scan[labels >= 2]).mean() > 0.5  # lesions made less dense
+    with pytest.raises(ValueError, match="twin mode 'styl'"):
+        segment_scan(nii, tmp_path / "bad", progress=False, twin_mode="styl")
+    assert not (tmp_path / "bad").exists()
