@@ -113,14 +113,8 @@ def healthy_twin_slice(
         (H, W) float32: `hu` outside the lesions; inside, the haze made the healthy level
         (`_remove_haze`), never below air.
     """
-    hu = np.asarray(hu, dtype=np.float32)
-    labels = np.asarray(labels)
-    if labels.shape != hu.shape or hu.ndim != 2:
-        raise ValueError(
-            f"healthy_twin_slice: hu {hu.shape} and labels {labels.shape} must be the same (H, W)"
-        )
-    if min(spacing) <= 0:
-        raise ValueError(f"healthy_twin_slice: spacing must be positive mm, got {spacing}")
+    hu, labels = np.asarray(hu, dtype=np.float32), np.asarray(labels)
+    _check_slice("healthy_twin_slice", spacing, hu=hu, labels=labels)
     out = hu.copy()
     lesion = labels >= LESION_MIN
     if not lesion.any():
@@ -142,6 +136,16 @@ def healthy_twin_slice(
     level_px, haze_px = _upsample(np.stack([level, haze]), cells, h.shape)  # 2 x (H', W')
     out[y0:y1, x0:x1][les] = _remove_haze(h[les], haze_px[les], level_px[les])
     return out
+
+
+def _check_slice(caller: str, spacing: tuple[float, float], **maps: np.ndarray) -> None:
+    """ValueError unless every map is the same (H, W) and the spacing is positive mm."""
+    shapes = {name: m.shape for name, m in maps.items()}
+    if len(set(shapes.values())) != 1 or next(iter(maps.values())).ndim != 2:
+        described = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"{caller}: {described} must be the same (H, W)")
+    if min(spacing) <= 0:
+        raise ValueError(f"{caller}: spacing must be positive mm, got {spacing}")
 
 
 def _remove_haze(hu: np.ndarray, haze: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -296,16 +300,9 @@ def style_twin_slice(
         (H, W) float32: `hu` outside the lesions; inside, `_remove_haze` towards the level
         style + offset, where the offset is the local mean of (hu - style) over the reference.
     """
-    hu = np.asarray(hu, dtype=np.float32)
-    labels = np.asarray(labels)
+    hu, labels = np.asarray(hu, dtype=np.float32), np.asarray(labels)
     style_hu = np.asarray(style_hu, dtype=np.float32)
-    if not labels.shape == hu.shape == style_hu.shape or hu.ndim != 2:
-        raise ValueError(
-            f"style_twin_slice: hu {hu.shape}, labels {labels.shape} and style {style_hu.shape} "
-            f"must be the same (H, W)"
-        )
-    if min(spacing) <= 0:
-        raise ValueError(f"style_twin_slice: spacing must be positive mm, got {spacing}")
+    _check_slice("style_twin_slice", spacing, hu=hu, labels=labels, style=style_hu)
     out = hu.copy()
     lesion = labels >= LESION_MIN
     if not lesion.any():
