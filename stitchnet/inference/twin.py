@@ -124,18 +124,34 @@ def healthy_twin_slice(
         prior_hu = float(hu[ref].mean()) if ref.any() else NOMINAL_AERATED_HU
     y0, y1, x0, x1 = _work_box(lesion, spacing)
     h, les, rf = hu[y0:y1, x0:x1], lesion[y0:y1, x0:x1], ref[y0:y1, x0:x1]
-    cells = tuple(max(1, round(CELL_MM / sp)) for sp in spacing)  # px per cell (rows, cols)
-    cell_mm = [c * sp for c, sp in zip(cells, spacing, strict=True)]
-    stack = np.stack([np.where(rf, h, 0.0), rf, np.where(les, h, 0.0), les]).astype(np.float32)
-    coarse = _block_means(stack, cells)  # (4, h, w): sums and counts per cell, / cell area
-    # Normalised convolution: the Gaussian mean of HU over a mask is smooth(sum) / smooth(count).
-    ref_sum, ref_n = _smooth(coarse[:2], [LEVEL_SIGMA_MM / m for m in cell_mm])
-    les_sum, les_n = _smooth(coarse[2:], [HAZE_SIGMA_MM / m for m in cell_mm])
-    level = (ref_sum + PRIOR_WEIGHT * prior_hu) / (ref_n + PRIOR_WEIGHT)  # (h, w) HU
-    haze = les_sum / np.maximum(les_n, 1e-6)  # only read near lesions, where les_n > 0
-    level_px, haze_px = _upsample(np.stack([level, haze]), cells, h.shape)  # 2 x (H', W')
+    level_px, haze_px = _local_means(h, rf, h, les, spacing, prior_hu)  # 2 x (H', W') HU
     out[y0:y1, x0:x1][les] = _remove_haze(h[les], haze_px[les], level_px[les])
     return out
+
+
+def _local_means(
+    value: np.ndarray,
+    ref: np.ndarray,
+    hu: np.ndarray,
+    lesion: np.ndarray,
+    spacing: tuple[float, float],
+    prior: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two local means both twins need, on one work box, each (H', W') at the pixels:
+    `value` averaged over the reference `ref` (LEVEL_SIGMA_MM), pulled towards `prior` where
+    the neighbourhood holds little reference (PRIOR_WEIGHT); and the haze, `hu` averaged over
+    `lesion` (HAZE_SIGMA_MM), read only near lesions, where it has weight."""
+    cells = tuple(max(1, round(CELL_MM / sp)) for sp in spacing)  # px per cell (rows, cols)
+    cell_mm = [c * sp for c, sp in zip(cells, spacing, strict=True)]
+    stack = np.stack([np.where(ref, value, 0.0), ref, np.where(lesion, hu, 0.0), lesion])
+    coarse = _block_means(stack.astype(np.float32), cells)  # (4, h, w): per-cell sums / area
+    # Normalised convolution: the Gaussian mean over a mask is smooth(sum) / smooth(count).
+    ref_sum, ref_n = _smooth(coarse[:2], [LEVEL_SIGMA_MM / m for m in cell_mm])
+    les_sum, les_n = _smooth(coarse[2:], [HAZE_SIGMA_MM / m for m in cell_mm])
+    mean = (ref_sum + PRIOR_WEIGHT * prior) / (ref_n + PRIOR_WEIGHT)  # (h, w)
+    haze = les_sum / np.maximum(les_n, 1e-6)
+    mean_px, haze_px = _upsample(np.stack([mean, haze]), cells, hu.shape)
+    return mean_px, haze_px
 
 
 def _check_slice(caller: str, spacing: tuple[float, float], **maps: np.ndarray) -> None:
@@ -319,15 +335,7 @@ def style_twin_slice(
     y0, y1, x0, x1 = _work_box(lesion, spacing)
     h, s = hu[y0:y1, x0:x1], style_hu[y0:y1, x0:x1]
     les, rf = lesion[y0:y1, x0:x1], ref[y0:y1, x0:x1]
-    cells = tuple(max(1, round(CELL_MM / sp)) for sp in spacing)  # px per cell (rows, cols)
-    cell_mm = [c * sp for c, sp in zip(cells, spacing, strict=True)]
-    stack = np.stack([np.where(rf, h - s, 0.0), rf, np.where(les, h, 0.0), les])
-    coarse = _block_means(stack.astype(np.float32), cells)  # (4, h, w)
-    off_sum, off_n = _smooth(coarse[:2], [LEVEL_SIGMA_MM / m for m in cell_mm])
-    les_sum, les_n = _smooth(coarse[2:], [HAZE_SIGMA_MM / m for m in cell_mm])
-    offset = (off_sum + PRIOR_WEIGHT * prior_offset) / (off_n + PRIOR_WEIGHT)  # (h, w) HU
-    haze = les_sum / np.maximum(les_n, 1e-6)
-    offset_px, haze_px = _upsample(np.stack([offset, haze]), cells, h.shape)  # 2 x (H', W')
+    offset_px, haze_px = _local_means(h - s, rf, h, les, spacing, prior_offset)  # (H', W') HU
     level = s[les] + offset_px[les]  # (n,) HU: the style, shifted onto this patient's lung
     out[y0:y1, x0:x1][les] = _remove_haze(h[les], haze_px[les], level)
     return out
@@ -364,16 +372,16 @@ def style_twin_volume(
     if missing:
         raise ValueError(f"style_twin_volume: no style for lesion slices {missing[:10]}")
     out = hu.copy()
-    pasted, sums, counts = {}, 0.0, 0
+    pasted, has_ref, sums, counts = {}, {}, 0.0, 0
     for z in lesion_slices:
         pasted[z] = style_to_hu(styles[int(z)], boxes[z], hu.shape[1:], window)
         ref = reference_mask(hu[z], labels[z]) & np.isfinite(pasted[z])
         sums += float((hu[z] - pasted[z])[ref].sum())
         counts += int(ref.sum())
+        has_ref[z] = bool(ref.any())
     scan_offset = sums / counts if counts else 0.0
     for z in lesion_slices:
-        ref = reference_mask(hu[z], labels[z]) & np.isfinite(pasted[z])
-        prior = None if ref.any() else scan_offset
+        prior = None if has_ref[z] else scan_offset
         out[z] = style_twin_slice(hu[z], labels[z], pasted.pop(z), spacing, prior)
     return out
 
