@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stitchnet.models.losses import supervised_loss
+
 
 def perturb_features(features: torch.Tensor, p: float) -> torch.Tensor:
     """`F.dropout2d(features, p)` in training style whatever the module's mode; p = 0: `features`.
@@ -56,6 +58,20 @@ class SegmentationModel(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def loss_with_logits(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """`loss(batch)` and the class logits (B, 4, H, W) of EVERY row, from one forward pass,
+        so that an objective can score the unlabelled rows without running the model again.
+
+        This default serves the discriminative models (their config names a supervised `loss`):
+        one forward over all rows, the supervised loss on the labelled ones. Unlike `loss`, the
+        unlabelled rows then pass through the network (and its batch-norm statistics) too.
+        Generative models override it.
+        """
+        logits = self(batch["image"])  # (B, 4, H, W)
+        return supervised_loss(self, batch, self.config.loss, logits), logits
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

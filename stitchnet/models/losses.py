@@ -87,18 +87,26 @@ def check_loss_kind(kind: str, owner: str) -> None:
 
 
 def supervised_loss(
-    model: nn.Module, batch: dict[str, torch.Tensor], kind: str
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    kind: str,
+    logits: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """`segmentation_loss` of `model` on the rows of `batch` that have a ground-truth mask.
 
     Unlabelled rows are dropped before the forward pass, so they neither cost time nor move
     batch-norm statistics. With no labelled row the loss is a zero built from the parameters:
     `backward()` still runs (every gradient is zero) and a training loop needs no special case.
+    `logits` (B, num_classes, H, W): the logits of EVERY row, already computed by the caller
+    (one forward pass over labelled and unlabelled rows); the loss then reads their labelled rows.
     """
     labelled = batch["labelled"].bool()
     if not labelled.any():
         zero = torch.stack([p.sum() for p in model.parameters()]).sum() * 0.0
         return {"loss": zero, "seg": zero}
-    logits = model(batch["image"][labelled])  # (L, num_classes, H, W)
+    if logits is None:
+        logits = model(batch["image"][labelled])  # (L, num_classes, H, W)
+    else:
+        logits = logits[labelled]
     seg = segmentation_loss(logits, batch["mask"][labelled], kind)
     return {"loss": seg, "seg": seg}

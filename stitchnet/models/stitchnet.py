@@ -170,6 +170,13 @@ class StitchNet(SegmentationModel):
         }
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.loss_with_logits(batch)[0]
+
+    def loss_with_logits(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The negative ELBO's terms (see `loss`) and pi's logits (B, 4, H, W) of every row, from
+        the same pass: z drawn from q, as the ELBO needs (not the posterior means of forward)."""
         missing = sorted({"image", "mask", "labelled"} - set(batch))
         if missing:
             raise KeyError(
@@ -178,7 +185,8 @@ class StitchNet(SegmentationModel):
         x, y, labelled = batch["image"], batch["mask"], batch["labelled"].bool()
         cfg = self.config
         out = self.trunk(x, sample=True, with_kl=True)
-        log_pi = F.log_softmax(self.pi_head(self._pi_features(out)), dim=1)  # (B, 4, H, W)
+        logits = self.pi_head(self._pi_features(out))  # (B, 4, H, W)
+        log_pi = F.log_softmax(logits, dim=1)
         alpha, beta = self._styles(out.features)
         log_px = beta_log_prob(x, alpha, beta, cfg.x_eps)  # (B, 4, H, W): x broadcast to 4 styles
 
@@ -211,13 +219,14 @@ class StitchNet(SegmentationModel):
         label_nll = label_nll / recon_divisor(cfg.reduction, num_pixels)
         loss = negative_elbo(recon, kls, out.kl_maps, num_pixels, cfg, self.trunk.kl_weight())
         zero = x.new_zeros(())
-        return {
+        terms = {
             "loss": loss,
             "nll_labelled": recon[lab].mean() if lab.numel() else zero,
             "nll_unlabelled": recon[unl].mean() if unl.numel() else zero,
             "label_term": label_nll.mean() if lab.numel() else zero,
             **kl_report(kls),
         }
+        return terms, logits
 
     @torch.no_grad()
     def sample(

@@ -21,6 +21,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "fixmatch": ("stitchnet.objectives.fixmatch", "FixMatch"),
     "unimatch": ("stitchnet.objectives.unimatch", "UniMatch"),
     "bcp": ("stitchnet.objectives.bcp", "BCP"),
+    "one_pass": ("stitchnet.objectives.one_pass", "OnePass"),
 }
 OBJECTIVES = tuple(_REGISTRY)
 

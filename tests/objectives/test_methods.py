@@ -44,6 +44,14 @@ class Double(SegmentationModel):
         ce = F.cross_entropy(self(batch["image"][lab]), batch["mask"][lab])
         return {"loss": ce, "seg": ce.detach()}
 
+    def loss_with_logits(self, batch):
+        self.loss_calls += 1
+        self.seen_images = batch["image"].clone()
+        logits = self(batch["image"])
+        lab = batch["labelled"]
+        ce = F.cross_entropy(logits[lab], batch["mask"][lab])
+        return {"loss": ce, "seg": ce.detach()}, logits
+
 
 def _batch():
     """2 labelled rows, then 2 unlabelled; each 4x4 slice has image rows 0-1 at 1 (8 pixels),
@@ -76,7 +84,7 @@ CE_SURE = math.log(1 + 3 * math.exp(-10))  # CE of the confident label at a pixe
 
 
 def test_registry_names_and_wrong_name():
-    assert OBJECTIVES == ("none", "mean_teacher", "fixmatch", "unimatch", "bcp")
+    assert OBJECTIVES == ("none", "mean_teacher", "fixmatch", "unimatch", "bcp", "one_pass")
     with pytest.raises(ValueError, match=r"unknown objective 'fixmatc'; expected one of \["):
         build_objective("fixmatc", Double(DoubleConfig()))
     with pytest.raises(ValueError, match="unknown FixMatchConfig keys"):
@@ -218,3 +226,61 @@ def test_elbo_unlabelled_false_keeps_unlabelled_rows_out_of_model_loss(name):
         assert seen == [expected]
         # The consistency term is there either way: the unlabelled rows still train the model.
         assert "mask_ratio" in terms and float(terms["mask_ratio"]) > 0
+
+
+def test_one_pass_runs_the_student_once_with_the_strong_views_in_the_batch():
+    model = Double(DoubleConfig())
+    obj = build_objective("one_pass", model, {"cutmix": False})
+    b = _batch()
+    terms = obj(b, {"s1": _identity_views(4, brightness=-0.5)})
+    # Two passes in all: the no-grad weak pass over the 2 unlabelled rows, then ONE student pass
+    # (model.loss_with_logits) over all 4 rows; no separate strong-view pass.
+    assert model.loss_calls == 1 and len(model.dropouts) == 2
+    assert torch.equal(model.seen_images[:2], b["image"][:2])  # labelled rows as they were
+    assert torch.equal(model.seen_images[2:], (b["image"][2:] - 0.5).clamp(0, 1))  # strong views
+    # The same pixels pass and the same CE as FixMatch's test: the logits are the pass's own.
+    assert terms["mask_ratio"].item() == pytest.approx(24 / 32)
+    assert terms["loss_u"].item() == pytest.approx((16 * CE_HALF + 8 * CE_SURE) / 32, rel=1e-5)
+    assert terms["loss"].item() == pytest.approx((terms["seg"] + terms["loss_u"]).item(), rel=1e-6)
+    assert terms["pasted"].item() == 0.0
+    terms["loss"].backward()
+    assert float(model.k.grad) != 0
+
+
+def test_lesion_paste_moves_labelled_lesions_inside_the_lung_with_their_classes():
+    from stitchnet.objectives.one_pass import paste_lesions
+
+    b = _batch()  # labelled rows: GGO (2) on image rows 0-1, where the image is 1
+    b["mask"][1, 0, 0] = 3  # one consolidation pixel in labelled row 1
+    xw = torch.zeros(2, 1, 4, 4)  # two unlabelled weak views, all 0
+    labels, keep = torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 4, 4, dtype=torch.bool)
+    lung = torch.ones(2, 4, 4, dtype=torch.uint8)
+    lung[:, :, 0] = 0  # column 0 lies outside the lung field
+    use = torch.tensor([True, False])  # only the first unlabelled row takes a paste
+    x2, l2, k2, m = paste_lesions(b, xw, labels, keep, lung, use)
+    # Row 0 takes labelled row 0's GGO (image rows 0-1) outside column 0: 2 x 3 = 6 pixels.
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[:2, 1:] = True
+    assert torch.equal(m[0], expected) and not m[1].any()
+    assert torch.equal(x2[0, 0], expected.float()) and torch.equal(x2[1], xw[1])
+    assert torch.equal(l2[0], expected.long() * 2) and torch.equal(k2[0], expected)
+    # Row 1 pasting would take labelled row 1 (i mod L): its consolidation pixel lies at column
+    # 0, outside the lung, so it is never pasted.
+    _, l3, _, m3 = paste_lesions(b, xw, labels, keep, lung, torch.tensor([False, True]))
+    assert (l3 == 3).sum() == 0 and m3[1].sum() == 6
+    # Without labelled rows nothing changes.
+    b["labelled"][:] = False
+    x4, l4, k4, m4 = paste_lesions(b, xw, labels, keep, lung, use)
+    assert torch.equal(x4, xw) and torch.equal(l4, labels) and not m4.any()
+
+
+def test_one_pass_draws_a_paste_only_when_asked():
+    g = torch.Generator().manual_seed(0)
+    plain = build_objective("one_pass", Double(DoubleConfig())).draw(6, 8, g)
+    pasted = build_objective("one_pass", Double(DoubleConfig()), {"lesion_paste": 0.5}).draw(
+        6, 8, torch.Generator().manual_seed(0)
+    )
+    assert plain.keys() == {"s1"} and pasted.keys() == {"s1", "paste"}
+    assert torch.equal(plain["s1"].box, pasted["s1"].box)  # the strong views are FixMatch's
+    with pytest.raises(ValueError, match="lesion_paste must lie in"):
+        objective_config("one_pass", {"lesion_paste": 1.5})
