@@ -10,6 +10,7 @@ recommended model: <= 3x.
     python benchmarks/ssl_step.py --size 64 --model stitchnet --steps 2
     python benchmarks/ssl_step.py --recommended     # issue 9's target: the recommended model and
                                                     # objective vs the U-Net, both at preset cpu
+    python benchmarks/ssl_step.py --recommended --ssl unimatch   # another objective, same model
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def main() -> None:
         "--preset", default=None, help="model widths (default cpu-small; cpu with --recommended)"
     )
     p.add_argument("--repeats", type=int, default=3, help="alternating pairs with --recommended")
+    p.add_argument(
+        "--ssl", default=None, help="with --recommended: this objective instead of the recommended"
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.recommended:
@@ -100,6 +104,7 @@ def recommended(a: argparse.Namespace) -> None:
     timed in alternating pairs (the ratio of each pair, then their median)."""
     from stitchnet.recommended import RECOMMENDED_MODEL, RECOMMENDED_OBJECTIVE
 
+    objective = a.ssl or RECOMMENDED_OBJECTIVE
     preset = a.preset or "cpu"
     print(
         f"{preset} preset, {a.size} px, {a.labelled} labelled + {a.unlabelled} unlabelled, "
@@ -112,7 +117,7 @@ def recommended(a: argparse.Namespace) -> None:
         base = step_time("unet", "none", a.size, a.labelled, a.unlabelled, a.steps, preset)
         t = step_time(
             RECOMMENDED_MODEL,
-            RECOMMENDED_OBJECTIVE,
+            objective,
             a.size,
             a.labelled,
             a.unlabelled,
@@ -122,7 +127,7 @@ def recommended(a: argparse.Namespace) -> None:
         ratios.append(t / base)
         print(f"| {i + 1} | {base:.3f} | {t:.3f} | {t / base:.2f} |", flush=True)
     print(
-        f"{RECOMMENDED_MODEL} + {RECOMMENDED_OBJECTIVE} / supervised U-Net step: median "
+        f"{RECOMMENDED_MODEL} + {objective} / supervised U-Net step: median "
         f"{statistics.median(ratios):.2f}x (issue 9's target <= 3x)"
     )
 

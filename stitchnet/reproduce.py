@@ -94,6 +94,16 @@ SSL_VARIANTS = (
         "unimatch",
         elbo_unlabelled=False,
     ),
+    # Issue 9's step-cost target: one student pass a step (objectives/one_pass.py), and with it
+    # labelled lesions pasted into unlabelled slices for the few-label regime.
+    _ssl("skip_onepass", "StitchNet-skip + one-pass FixMatch + ELBO", "stitchnet-skip", "one_pass"),
+    _ssl(
+        "skip_onepass_paste",
+        "StitchNet-skip + one-pass FixMatch + lesion paste + ELBO",
+        "stitchnet-skip",
+        "one_pass",
+        lesion_paste=0.5,
+    ),
 )
 # "with" -> "without" pairs whose per-seed gain the report prints: the unlabelled pool, and
 # (first) the class-balanced label term.
@@ -108,6 +118,9 @@ PAIRS = (
     ("skip_unimatch", "skip_sup"),
     ("skip_unimatch_noelbo", "skip_sup"),
     ("skip_unimatch", "skip_unimatch_noelbo"),
+    ("skip_onepass", "skip_sup"),
+    ("skip_onepass_paste", "skip_sup"),
+    ("skip_onepass_paste", "skip_onepass"),
 )
 
 
@@ -142,12 +155,14 @@ PROTOCOLS = {
     "cpu": Protocol(
         seeds=3,
         label_counts=(5, 15),
-        efficiency_seeds=2,
+        efficiency_seeds=4,
         variants=SSL_VARIANTS,
-        efficiency=("unet", RECOMMENDED),
+        efficiency=("unet", RECOMMENDED, "skip_unimatch", "skip_onepass", "skip_onepass_paste"),
         note="cpu: every variant at 128 px, 3 seeds; the recommended model is the candidate with "
         "the best mean validation lesion Dice over seeds (never the test split); the label-"
-        "efficiency panel trains it and the supervised U-Net on 5 and 15 labelled slices, 2 seeds.",
+        "efficiency panel trains it, the supervised U-Net and the StitchNet-skip recipes "
+        "(UniMatch, one-pass FixMatch with and without lesion paste) on 5 and 15 labelled "
+        "slices, 4 seeds.",
     ),
     "debug": Protocol(seeds=1, label_counts=(5,), efficiency_seeds=1, note="debug: 1 seed."),
 }
@@ -272,10 +287,10 @@ def _calibrate(
     out: Path, protocol: Protocol, by_key: dict, labelled: str, cache_dir: str | None
 ) -> int:
     """Calibration on the test split (issue 11) for the label-efficiency panel's models (the
-    U-Net and the recommended model), main and efficiency runs alike."""
+    U-Net, the recommended model and the rest of the panel), main and efficiency runs alike."""
     from stitchnet.calibration import calibrate_runs
 
-    keys = [by_key[k].key for k in protocol.efficiency if k in by_key]
+    keys = list(dict.fromkeys(by_key[k].key for k in protocol.efficiency if k in by_key))
     dirs = [
         d
         for k in keys
@@ -361,15 +376,15 @@ def reproduce(
         if chosen is not None:
             by_key[RECOMMENDED] = chosen
             print(f"recommended (best mean validation lesion Dice): {chosen.label}", flush=True)
+    eff_seeds = (
+        protocol.efficiency_seeds if n_seeds is None else min(protocol.efficiency_seeds, n_seeds)
+    )
+    panel = list(dict.fromkeys(by_key[k] for k in protocol.efficiency if k in by_key))
     eff = []
     for count in protocol.label_counts:
-        for key in protocol.efficiency:
-            if key in by_key:
-                v = by_key[key]
-                for s in range(min(protocol.efficiency_seeds, len(seeds))):
-                    eff.append(
-                        job(v, out / "efficiency" / v.key / f"n{count}" / f"seed{s}", s, count)
-                    )
+        for v in panel:  # the recommended model may also be named in the panel: trained once
+            for s in range(eff_seeds):
+                eff.append(job(v, out / "efficiency" / v.key / f"n{count}" / f"seed{s}", s, count))
     _run_all(eff, jobs)
     calibrated = _calibrate(out, protocol, by_key, labelled, cache_dir)
     meta = {
