@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODEL_NAMES,
         default=None,
         help=f"default: the recommended model, {RECOMMENDED_MODEL} with --ssl "
-        f"{RECOMMENDED_OBJECTIVE} (docs/methods.md says why)",
+        f"{RECOMMENDED_OBJECTIVE} and --ssl-set "
+        + " ".join(f"{k}={v}" for k, v in RECOMMENDED_OBJECTIVE_OVERRIDES.items())
+        + " (docs/methods.md says why)",
     )
     p.add_argument(
         "--ssl",
