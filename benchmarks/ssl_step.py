@@ -34,11 +34,12 @@ def step_time(
     n_unl: int,
     steps: int,
     preset: str = "cpu-small",
+    overrides: dict | None = None,
 ):
     torch.manual_seed(0)
     cfg = model_config(model_name, preset, image_size=size) if model_name != "unet" else None
     model = build_model(model_name, cfg or model_config("unet", preset))
-    obj = build_objective(objective, model)
+    obj = build_objective(objective, model, overrides)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     n = n_lab + n_unl
@@ -102,9 +103,15 @@ def main() -> None:
 def recommended(a: argparse.Namespace) -> None:
     """The recommended configuration's step against a supervised U-Net step, both at one preset,
     timed in alternating pairs (the ratio of each pair, then their median)."""
-    from stitchnet.recommended import RECOMMENDED_MODEL, RECOMMENDED_OBJECTIVE
+    from stitchnet.recommended import (
+        RECOMMENDED_MODEL,
+        RECOMMENDED_OBJECTIVE,
+        RECOMMENDED_OBJECTIVE_OVERRIDES,
+    )
 
     objective = a.ssl or RECOMMENDED_OBJECTIVE
+    # The recommended objective with its settings (lesion paste); another objective as it is.
+    overrides = None if a.ssl else RECOMMENDED_OBJECTIVE_OVERRIDES
     preset = a.preset or "cpu"
     print(
         f"{preset} preset, {a.size} px, {a.labelled} labelled + {a.unlabelled} unlabelled, "
@@ -123,6 +130,7 @@ def recommended(a: argparse.Namespace) -> None:
             a.unlabelled,
             a.steps,
             preset,
+            overrides,
         )
         ratios.append(t / base)
         print(f"| {i + 1} | {base:.3f} | {t:.3f} | {t / base:.2f} |", flush=True)

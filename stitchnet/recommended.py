@@ -14,7 +14,7 @@ On test (lesion Dice), against the supervised U-Net of the same seeds:
   scored 0.446, 0.440, 0.477: better on all three seeds, inside the seeds' spread.
 - 5 labelled slices, 4 seeds: 0.310, 0.434, 0.357, 0.300 against 0.335, 0.361, 0.378, 0.262 (mean
   gain +0.017, target +0.10 missed). UniMatch: 0.231, 0.305, 0.385, 0.294.
-- Its step costs ~3.1x a supervised U-Net step on 2 CPU cores (UniMatch: 7.2x; target 3x).
+- Its step costs ~3.2x a supervised U-Net step on 2 CPU cores (UniMatch: 7.2x; target 3x).
 - All of the above is at the `cpu` preset's 60 epochs, where the U-Net is still learning. With
   both trained for 120 epochs (fifth lease, docs/results/cpu-gpu/extra/schedule.md) the gain over
   the U-Net is +0.033 at 30 slices (one seed negative), +0.001 at 15 and -0.020 at 5: not shown.
