@@ -13,12 +13,12 @@ learning when it stopped.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from stitchnet.figures import read_log
 from stitchnet.report import collect, paired_gains, seed_table
 
 OLD = {"unet": "U-Net, 60 epochs", "skip_onepass_paste": "recommended, 60 epochs"}
@@ -40,8 +40,8 @@ PAIRS = (
 
 def best_epoch(run_dir: Path) -> int | None:
     """The epoch whose validation lesion Dice was highest (the one best.pt holds)."""
-    rows = [r for r in csv.DictReader((run_dir / "log.csv").open()) if r["val_lesion_dice"]]
-    return int(max(rows, key=lambda r: float(r["val_lesion_dice"]))["epoch"]) if rows else None
+    rows = [r for r in read_log(run_dir / "log.csv") if not np.isnan(r["val_lesion_dice"])]
+    return int(max(rows, key=lambda r: r["val_lesion_dice"])["epoch"]) if rows else None
 
 
 def section(base: Path, longer: Path, pattern: str) -> list[str]:
