@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import stitchnet.models as registry
 import stitchnet.train as T
-from stitchnet.checkpoint import load_checkpoint
+from stitchnet.checkpoint import load_checkpoint, save_checkpoint
 from stitchnet.config import DataConfig, RunConfig, TrainConfig
 from stitchnet.data.types import PreparedSet
 from stitchnet.models.base import SegmentationModel
@@ -313,6 +313,11 @@ def test_prepared_sets_carry_the_lung_field(real_sets):
 def test_every_model_trains_with_every_objective(model, objective, real_sets, tmp_path):
     lab, unl = real_sets
     cfg = ssl_config(model, objective)
+    if objective == "self_training":  # its teacher: a finished run of a debug U-Net
+        teacher = tmp_path / "teacher.pt"
+        unet = registry.build_model("unet", preset="debug")
+        save_checkpoint(teacher, unet, ssl_config("unet", "none"), epoch=1, step=2)
+        cfg = dataclasses.replace(cfg, objective_config={"teacher": str(teacher)})
     if model == "svae" and objective != "none":
         with pytest.raises(ValueError, match="returns an image"):
             T.train(cfg, lab, None, tmp_path, unlabelled=unl, progress=False)
@@ -321,7 +326,7 @@ def test_every_model_trains_with_every_objective(model, objective, real_sets, tm
     assert res.skipped_steps == 0 and math.isfinite(res.history[0]["loss"])
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["objective_name"] == objective
-    has_teacher = objective in ("mean_teacher", "bcp")
+    has_teacher = objective in ("mean_teacher", "bcp", "self_training")
     assert any(k.startswith("teacher.") for k in ckpt["objective_state"]) == has_teacher
     if objective != "none":  # the consistency terms are logged beside the model's own
         assert {"mask_ratio", "consistency", "loss_mix"} & set(res.history[0])

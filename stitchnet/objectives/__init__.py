@@ -1,7 +1,8 @@
 """Objective registry: the semi-supervised methods, each built by name from its frozen config.
 
 Each module defines an `Objective` subclass, its frozen `<Method>Config` with its paper's
-defaults, and `PRESETS = {"default": <Method>Config()}`. `build_objective(name, model, config)`
+defaults, and `PRESETS = {"default": <Method>Config()}` (not `self_training`, whose config needs
+the user's own supervised run as its teacher). `build_objective(name, model, config)`
 answers a wrong name with the valid ones. See docs/objectives.md.
 """
 
@@ -22,6 +23,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "unimatch": ("stitchnet.objectives.unimatch", "UniMatch"),
     "bcp": ("stitchnet.objectives.bcp", "BCP"),
     "one_pass": ("stitchnet.objectives.one_pass", "OnePass"),
+    "self_training": ("stitchnet.objectives.self_training", "SelfTraining"),
 }
 OBJECTIVES = tuple(_REGISTRY)
 

@@ -89,8 +89,9 @@ class Objective(nn.Module):
     def after_step(self, skipped: bool) -> None:
         """Called once per step after the optimizer step (or the skip): the EMA moves only on
         applied steps, so a skipped NaN step cannot leak into the teacher."""
-        if self.teacher is not None and not skipped:
-            ema_update(self.teacher, self.model, self.config.teacher_ema, int(self.updates))
+        decay = getattr(self.config, "teacher_ema", None)  # None: no teacher, or a frozen one
+        if self.teacher is not None and decay is not None and not skipped:
+            ema_update(self.teacher, self.model, decay, int(self.updates))
         self.steps += 1
         self.updates += int(not skipped)
 

@@ -84,7 +84,15 @@ CE_SURE = math.log(1 + 3 * math.exp(-10))  # CE of the confident label at a pixe
 
 
 def test_registry_names_and_wrong_name():
-    assert OBJECTIVES == ("none", "mean_teacher", "fixmatch", "unimatch", "bcp", "one_pass")
+    assert OBJECTIVES == (
+        "none",
+        "mean_teacher",
+        "fixmatch",
+        "unimatch",
+        "bcp",
+        "one_pass",
+        "self_training",
+    )
     with pytest.raises(ValueError, match=r"unknown objective 'fixmatc'; expected one of \["):
         build_objective("fixmatc", Double(DoubleConfig()))
     with pytest.raises(ValueError, match="unknown FixMatchConfig keys"):
@@ -202,11 +210,12 @@ def test_a_model_without_class_logits_is_refused():
     assert build_objective("none", svae).uses_unlabelled()  # the ELBO uses unlabelled rows
 
 
-def test_ssl_objectives_use_unlabelled_rows_for_any_model():
+def test_ssl_objectives_use_unlabelled_rows_for_any_model(teacher_ckpt):
     unet = build_model("unet", preset="debug")
     assert not build_objective("none", unet).uses_unlabelled()
     for name in OBJECTIVES[1:]:
-        assert build_objective(name, build_model("unet", preset="debug")).uses_unlabelled()
+        config = {"teacher": str(teacher_ckpt)} if name == "self_training" else None
+        assert build_objective(name, build_model("unet", preset="debug"), config).uses_unlabelled()
 
 
 @pytest.mark.parametrize("name", ["fixmatch", "unimatch"])
@@ -284,3 +293,53 @@ def test_one_pass_draws_a_paste_only_when_asked():
     assert torch.equal(plain["s1"].box, pasted["s1"].box)  # the strong views are FixMatch's
     with pytest.raises(ValueError, match="lesion_paste must lie in"):
         objective_config("one_pass", {"lesion_paste": 1.5})
+
+
+@pytest.fixture
+def teacher_ckpt(tmp_path):
+    """A checkpoint of a debug U-Net, as a finished supervised run leaves it."""
+    from stitchnet.checkpoint import save_checkpoint
+    from stitchnet.config import RunConfig
+
+    path = tmp_path / "teacher" / "best.pt"
+    path.parent.mkdir()
+    unet = build_model("unet", preset="debug")
+    return save_checkpoint(path, unet, RunConfig(model="unet", model_config={}), epoch=3, step=12)
+
+
+def test_self_training_labels_every_pixel_from_its_frozen_teacher(teacher_ckpt):
+    model = Double(DoubleConfig())
+    obj = build_objective("self_training", model, {"teacher": str(teacher_ckpt), "cutmix": False})
+    # The checkpoint's U-Net, frozen; swapped here for an unsure hand-made teacher (k = 3):
+    # 1-pixels GGO at confidence 0.87, 0.5-pixels background at 0.41, 0-pixels background.
+    assert obj.teacher.name == "unet" and not obj.teacher.training
+    assert not any(p.requires_grad for p in obj.teacher.parameters())
+    obj.teacher = Double(DoubleConfig(k=3.0)).requires_grad_(False).eval()
+    terms = obj(_batch(), {"s1": _identity_views(4)})
+    # No threshold (ST): all 32 unlabelled pixels count, although none reaches 0.95.
+    assert terms["mask_ratio"].item() == 1.0
+    assert terms["lesion_share"].item() == pytest.approx(16 / 32)
+    # The student (k = 10) against those labels: 1 -> GGO and 0 -> background are sure (CE_SURE);
+    # at 0.5 the student's tie [5, 0, 5, 0] pays CE_HALF for the teacher's background.
+    assert terms["loss_u"].item() == pytest.approx((24 * CE_SURE + 8 * CE_HALF) / 32, rel=1e-5)
+    terms["loss"].backward()
+    obj.after_step(skipped=False)
+    assert float(obj.teacher.k) == 3.0  # frozen: no EMA of the student
+    assert float(model.k.grad) != 0 and int(obj.updates) == 1
+    assert "teacher.k" in obj.objective_state()  # a resume labels with the same teacher
+
+
+def test_self_training_needs_a_frozen_teacher(teacher_ckpt):
+    with pytest.raises(ValueError, match="self_training needs a teacher"):
+        build_objective("self_training", Double(DoubleConfig()))
+    with pytest.raises(ValueError, match="teacher is frozen"):
+        objective_config("self_training", {"teacher": str(teacher_ckpt), "teacher_ema": 0.99})
+    with pytest.raises(FileNotFoundError, match="has no best.pt"):
+        build_objective(
+            "self_training", Double(DoubleConfig()), {"teacher": str(teacher_ckpt.parent.parent)}
+        )
+    # A run folder stands for its best.pt.
+    obj = build_objective(
+        "self_training", Double(DoubleConfig()), {"teacher": str(teacher_ckpt.parent)}
+    )
+    assert obj.teacher.name == "unet" and obj.config.threshold == 0.0
