@@ -26,6 +26,22 @@ from stitchnet.objectives import OBJECTIVES, build_objective
 from stitchnet.objectives.base import rows_of
 
 
+def fresh_unet_run(preset: str) -> str:
+    """A checkpoint of an untrained U-Net at `preset`, as self_training's teacher: a teacher's
+    weights do not change the time of its forward pass."""
+    import tempfile
+    from pathlib import Path
+
+    from stitchnet.checkpoint import save_checkpoint
+    from stitchnet.config import RunConfig
+
+    path = Path(tempfile.mkdtemp(prefix="ssl_step_teacher_")) / "best.pt"
+    unet = build_model("unet", model_config("unet", preset))
+    return str(
+        save_checkpoint(path, unet, RunConfig(model="unet", model_config={}), epoch=0, step=0)
+    )
+
+
 def step_time(
     model_name: str,
     objective: str,
@@ -39,6 +55,8 @@ def step_time(
     torch.manual_seed(0)
     cfg = model_config(model_name, preset, image_size=size) if model_name != "unet" else None
     model = build_model(model_name, cfg or model_config("unet", preset))
+    if objective == "self_training" and "teacher" not in (overrides or {}):
+        overrides = {**(overrides or {}), "teacher": fresh_unet_run(preset)}
     obj = build_objective(objective, model, overrides)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
