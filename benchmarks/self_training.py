@@ -72,6 +72,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
     p.add_argument("--counts", type=int, nargs="+", default=[5, 30], choices=sorted(SEEDS))
+    p.add_argument("--seeds", type=int, nargs="+", help="these seeds (default: the protocol's)")
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--scale", type=int, default=1, help="divide the epochs (smoke test)")
     p.add_argument("--table", action="store_true", help="print the table of finished runs")
@@ -85,7 +86,7 @@ def main() -> None:
     pipeline.prepare_folder(U, cfg.data, None, False)
     epochs = max(1, args.epochs // args.scale)
     for n in args.counts:
-        for seed in SEEDS[n]:
+        for seed in args.seeds if args.seeds is not None else SEEDS[n]:
             train_pair(args.out, n, seed, epochs)
             print(f"n={n} seed {seed} done after {time.time() - t0:.0f} s", flush=True)
 
