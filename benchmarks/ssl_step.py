@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from stitchnet.checkpoint import save_checkpoint
+from stitchnet.config import RunConfig
 from stitchnet.models import build_model, model_config
 from stitchnet.objectives import OBJECTIVES, build_objective
 from stitchnet.objectives.base import rows_of
@@ -29,12 +33,6 @@ from stitchnet.objectives.base import rows_of
 def fresh_unet_run(preset: str) -> str:
     """A checkpoint of an untrained U-Net at `preset`, as self_training's teacher: a teacher's
     weights do not change the time of its forward pass."""
-    import tempfile
-    from pathlib import Path
-
-    from stitchnet.checkpoint import save_checkpoint
-    from stitchnet.config import RunConfig
-
     path = Path(tempfile.mkdtemp(prefix="ssl_step_teacher_")) / "best.pt"
     unet = build_model("unet", model_config("unet", preset))
     return str(

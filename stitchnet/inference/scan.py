@@ -45,7 +45,8 @@ from stitchnet.inference.dicom_seg import write_volume_seg
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.png import WORKERS, write_png
 from stitchnet.inference.segment import Segmentation, segment_volume
-from stitchnet.inference.twin import TWIN_MODES, has_styles
+from stitchnet.inference.twin import has_styles
+from stitchnet.inference.twin import twin_mode as parse_twin_mode
 from stitchnet.inference.uncertainty import uncertainty_csv
 from stitchnet.inference.viewer import lesion_ml_per_slice, write_viewer
 
@@ -91,8 +92,7 @@ def segment_scan(
     """
     if uncertainty and samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
-    if twin_mode not in TWIN_MODES:
-        raise ValueError(f"twin mode {twin_mode!r}; expected one of {', '.join(TWIN_MODES)}")
+    parse_twin_mode(twin_mode)  # a wrong mode is refused before anything is read
     net, run_cfg, model_info = load_segmentation_model(model)
     vol = read_volume(scan, series_uid=series_uid)
     if dicom_seg and vol.kind != "dicom":

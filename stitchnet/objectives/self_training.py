@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from stitchnet.checkpoint import model_from_checkpoint
 from stitchnet.objectives.one_pass import OnePass, OnePassConfig
 
 
@@ -56,8 +57,6 @@ class SelfTraining(OnePass):
 
     def __init__(self, model, config: SelfTrainingConfig) -> None:
         super().__init__(model, config)
-        from stitchnet.checkpoint import model_from_checkpoint
-
         device = next(model.parameters()).device
         teacher, _ = model_from_checkpoint(config.teacher, map_location=device)
         if not getattr(teacher, "segments", True):
