@@ -49,6 +49,7 @@ def step_time(
     steps: int,
     preset: str = "cpu-small",
     overrides: dict | None = None,
+    channels_last: bool = False,
 ):
     torch.manual_seed(0)
     cfg = model_config(model_name, preset, image_size=size) if model_name != "unet" else None
@@ -67,6 +68,9 @@ def step_time(
     }
     if objective == "none" and not model.uses_unlabelled:
         batch = {k: v[:n_lab] for k, v in batch.items()}  # the supervised baseline's batch
+    if channels_last:  # as `train` does with TrainConfig.channels_last
+        model.to(memory_format=torch.channels_last)
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
@@ -98,6 +102,11 @@ def main() -> None:
         "--preset", default=None, help="model widths (default cpu-small; cpu with --recommended)"
     )
     p.add_argument("--repeats", type=int, default=3, help="alternating pairs with --recommended")
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="both models and their inputs channels-last (TrainConfig.channels_last)",
+    )
     p.add_argument(
         "--ssl", default=None, help="with --recommended: this objective instead of the recommended"
     )
@@ -131,13 +140,15 @@ def recommended(a: argparse.Namespace) -> None:
     preset = a.preset or "cpu"
     print(
         f"{preset} preset, {a.size} px, {a.labelled} labelled + {a.unlabelled} unlabelled, "
-        f"{a.threads} threads"
+        f"{a.threads} threads" + (", channels-last" if a.channels_last else "")
     )
     print("| pair | U-Net (none) s/step | recommended s/step | ratio |")
     print("|---|---|---|---|")
     ratios = []
     for i in range(a.repeats):
-        base = step_time("unet", "none", a.size, a.labelled, a.unlabelled, a.steps, preset)
+        base = step_time(
+            "unet", "none", a.size, a.labelled, a.unlabelled, a.steps, preset, None, a.channels_last
+        )
         t = step_time(
             RECOMMENDED_MODEL,
             objective,
@@ -147,6 +158,7 @@ def recommended(a: argparse.Namespace) -> None:
             a.steps,
             preset,
             overrides,
+            a.channels_last,
         )
         ratios.append(t / base)
         print(f"| {i + 1} | {base:.3f} | {t:.3f} | {t / base:.2f} |", flush=True)
