@@ -47,15 +47,13 @@ def details(runs: dict[str, dict[int, dict]]) -> list[str]:
             for c in ("ggo", "consolidation")
         }
         cfg = json.loads((by_seed[seeds[0]]["dir"] / "config.json").read_text())
-        steps = [
-            int(np.nanmax([r["step"] for r in read_log(by_seed[s]["dir"] / "log.csv")]))
-            for s in seeds
-        ]
+        log = read_log(by_seed[seeds[0]]["dir"] / "log.csv")
+        steps_per_epoch = int(np.nanmax([r["step"] for r in log])) // cfg["train"]["epochs"]
         cells = [
             ", ".join(f"{v:.3f}" for v in f1["ggo"]) + f" ({np.mean(f1['ggo']):.3f})",
             ", ".join(f"{v:.3f}" for v in f1["consolidation"])
             + f" ({np.mean(f1['consolidation']):.3f})",
-            f"{cfg['train']['epochs']} x {steps[0] // cfg['train']['epochs']} "
+            f"{cfg['train']['epochs']} x {steps_per_epoch} "
             f"(batch {cfg['train']['batch_size']} labelled"
             + (
                 f" + {cfg['train']['unlabelled_batch_size']} unlabelled)"
