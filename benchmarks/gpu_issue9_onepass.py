@@ -30,12 +30,12 @@ def main(out: Path, jobs: int, epochs: int | None) -> None:
     by = {v.key: v for v in R.SSL_VARIANTS}
     common = (L, U, out / "splits.json", None, False)
     todo = [
-        (by[k], out / "runs" / k / f"seed{s}", "cpu", s, *common, None, epochs)
+        (by[k], R.run_path(out, k, s), "cpu", s, *common, None, epochs)
         for s in range(3)
         for k in KEYS
     ]
     todo += [
-        (by[k], out / "efficiency" / k / f"n{n}" / f"seed{s}", "cpu", s, *common, n, epochs)
+        (by[k], R.run_path(out, k, s, n), "cpu", s, *common, n, epochs)
         for n in (5, 15)
         for s in range(2)
         for k in KEYS

@@ -55,12 +55,7 @@ def main(out: Path, jobs: int, scale: int) -> None:
 
     def job(key: str, n: int | None, seed: int) -> tuple:
         v, epochs = vs[key]
-        where = (
-            out / "runs" / key / f"seed{seed}"
-            if n is None
-            else (out / "efficiency" / key / f"n{n}" / f"seed{seed}")
-        )
-        return (v, where, "cpu", seed, *common, n, max(1, epochs // scale))
+        return (v, R.run_path(out, key, seed, n), "cpu", seed, *common, n, max(1, epochs // scale))
 
     # Longest first, the optional 15-slice runs last.
     todo = [job("long", 5, s) for s in range(4)] + [job("long", None, s) for s in range(3)]

@@ -31,21 +31,13 @@ SEEDS = {5: range(4), 15: range(4), 30: range(3)}
 LABELS = {"unet_long": "U-Net (supervised): the teacher", "st_unet": "U-Net + self-training"}
 
 
-def run_dir(out: Path, key: str, n: int, seed: int) -> Path:
-    """The layout `reproduce` uses: runs/KEY/seedS at 30 slices, efficiency/KEY/nN/seedS below."""
-    return (
-        out / "runs" / key / f"seed{seed}"
-        if n == 30
-        else out / "efficiency" / key / f"n{n}" / f"seed{seed}"
-    )
-
-
 def train_pair(out: Path, n: int, seed: int, epochs: int) -> None:
-    common = ("cpu", seed, L, U, out / "splits.json", None, True, None if n == 30 else n, epochs)
-    teacher = run_dir(out, "unet_long", n, seed)
+    count = None if n == 30 else n  # 30: the whole training part, in reproduce's runs/
+    common = ("cpu", seed, L, U, out / "splits.json", None, True, count, epochs)
+    teacher = R.run_path(out, "unet_long", seed, count)
     R._run(R.Variant("unet_long", LABELS["unet_long"], "unet"), teacher, *common)
     student = R._ssl("st_unet", LABELS["st_unet"], "unet", "self_training", teacher=str(teacher))
-    R._run(student, run_dir(out, "st_unet", n, seed), *common)
+    R._run(student, R.run_path(out, "st_unet", seed, count), *common)
 
 
 def table(out: Path) -> str:

@@ -192,6 +192,14 @@ PAPER_TABLE1 = {
 }
 
 
+def run_path(out: Path, key: str, seed: int, count: int | None = None) -> Path:
+    """Where a run lives in a `reproduce` folder: runs/KEY/seedS on the whole training part,
+    efficiency/KEY/nCOUNT/seedS on its first COUNT labelled slices."""
+    if count is None:
+        return out / "runs" / key / f"seed{seed}"
+    return out / "efficiency" / key / f"n{count}" / f"seed{seed}"
+
+
 def _run(
     variant: Variant,
     run_dir: Path,
@@ -367,9 +375,7 @@ def reproduce(
         common = (labelled, unlabelled, splits_path, cache_dir, progress)
         return (v, run_dir, preset, s, *common, count, epochs)
 
-    _run_all(
-        [job(v, out / "runs" / v.key / f"seed{s}", s, None) for s in seeds for v in variants], jobs
-    )
+    _run_all([job(v, run_path(out, v.key, s), s, None) for s in seeds for v in variants], jobs)
     by_key = {v.key: v for v in variants}
     if RECOMMENDED in protocol.efficiency:
         chosen = choose_recommended(out, variants)
@@ -384,7 +390,7 @@ def reproduce(
     for count in protocol.label_counts:
         for v in panel:  # the recommended model may also be named in the panel: trained once
             for s in range(eff_seeds):
-                eff.append(job(v, out / "efficiency" / v.key / f"n{count}" / f"seed{s}", s, count))
+                eff.append(job(v, run_path(out, v.key, s, count), s, count))
     _run_all(eff, jobs)
     calibrated = _calibrate(out, protocol, by_key, labelled, cache_dir)
     meta = {
