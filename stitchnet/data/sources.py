@@ -325,9 +325,11 @@ def read_nifti(
     window: tuple[float, float] = DEFAULT_WINDOW,
     lung_path: str | Path | None = None,
     patient_id: str | None = None,
-    axis: int | None = None,
 ) -> list[SliceRecord]:
     """Split a NIfTI CT volume (values in HU) into windowed axial slices.
+
+    The volume is read by the one NIfTI reader `stitchnet segment` uses (data.volumes), so every
+    command sees the same slices in the same display orientation; see data.volume_slices.
 
     Args:
         image_path: .nii or .nii.gz; nibabel applies the header's scl_slope/scl_inter, giving HU.
@@ -335,88 +337,10 @@ def read_nifti(
         lung_path: optional lung-field volume (>0 is lung), needed by maps with `lung_fill`.
         patient_id: given to every slice. Left None because one file is not always one patient
             (MedSeg's `tr_im.nii.gz` stacks 100 slices of more than 40 patients).
-        axis: the slicing axis; None picks the one the affine calls superior/inferior (else 2).
-            In-plane axes keep nibabel's array order, as the bundled slices do.
     """
-    image_path = Path(image_path)
-    label_map = get_label_map(label_map)
-    img = _load_nifti(image_path)
-    hu = _volume(img, image_path)
-    axis = _axial_axis(img) if axis is None else axis
-    labels = lung = None
-    if label_path is not None:
-        labels = _volume(_load_nifti(Path(label_path)), Path(label_path))
-        _check_same_volume(Path(label_path), labels, image_path, hu)
-    if lung_path is not None:
-        lung = _volume(_load_nifti(Path(lung_path)), Path(lung_path)) > 0
-        _check_same_volume(Path(lung_path), lung, image_path, hu)
-    stem = image_path.name.removesuffix(".gz").removesuffix(".nii")
-    records = []
-    for k in range(hu.shape[axis]):
-        image = hu_window(np.take(hu, k, axis=axis), window)  # (X, Y, Z) -> (X, Y)
-        lung_k = None if lung is None else np.take(lung, k, axis=axis).astype(np.uint8)
-        mask = None
-        if labels is not None:
-            where = f"{label_path} slice {k}"
-            mask = label_map.apply(np.take(labels, k, axis=axis), lung=lung_k, path=where)
-        records.append(
-            SliceRecord(image, f"{stem}_z{k:03d}", patient_id, mask, lung_k, str(image_path))
-        )
-    if not records:
-        raise DataError(
-            f"{image_path}: volume has no slices along axis {axis}; expected at least one"
-        )
-    return records
+    from stitchnet.data.volume_slices import volume_records
 
-
-def _load_nifti(path: Path) -> Any:
-    import nibabel as nib
-
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; expected a NIfTI volume (.nii or .nii.gz)")
-    try:
-        return nib.load(str(path))
-    except Exception as e:  # nibabel raises several unrelated types for a bad header
-        raise DataError(
-            f"{path}: cannot read as NIfTI ({e}); expected a .nii/.nii.gz volume"
-        ) from e
-
-
-def _volume(img: Any, path: Path) -> np.ndarray:
-    try:
-        vol = np.asarray(img.get_fdata(dtype=np.float32))
-    except Exception as e:
-        raise DataError(
-            f"{path}: cannot read the voxel data ({e}); the file may be truncated"
-        ) from e
-    if vol.ndim == 4 and vol.shape[3] == 1:
-        vol = vol[..., 0]  # (X, Y, Z, 1) -> (X, Y, Z)
-    if vol.ndim == 2:
-        vol = vol[..., None]  # one slice: (X, Y) -> (X, Y, 1)
-    if vol.ndim != 3:
-        raise DataError(f"{path}: volume has shape {vol.shape}; expected 3-D (X, Y, Z)")
-    return vol
-
-
-def _axial_axis(img: Any) -> int:
-    import nibabel as nib
-
-    try:
-        codes = nib.aff2axcodes(img.affine)
-    except Exception:
-        return 2
-    for i, code in enumerate(codes[:3]):
-        if code in ("S", "I"):
-            return i
-    return 2
-
-
-def _check_same_volume(path: Path, vol: np.ndarray, image_path: Path, image: np.ndarray) -> None:
-    if vol.shape != image.shape:
-        raise DataError(
-            f"{path}: volume shape {vol.shape} differs from its image {image_path} {image.shape}; "
-            f"expected the same shape"
-        )
+    return volume_records(image_path, window, label_path, label_map, lung_path, patient_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,80 +351,18 @@ def read_dicom_series(
     folder: str | Path,
     window: tuple[float, float] = DEFAULT_WINDOW,
     patient_id: str | None = None,
+    series_uid: str | None = None,
 ) -> list[SliceRecord]:
-    """Read one DICOM CT series (a folder of .dcm files) as windowed axial slices.
+    """Read one DICOM CT series as windowed axial slices, with `stitchnet segment`'s reader.
 
-    Slices are ordered along the slice normal by ImagePositionPatient (the normal is the cross
-    product of ImageOrientationPatient's two in-plane directions, z when that tag is missing),
-    else by InstanceNumber; file names carry no order. HU = stored value * RescaleSlope +
-    RescaleIntercept. `patient_id` defaults to the PatientID tag.
+    The folder is searched recursively and files are DICOM by content (any name); the CT series
+    is chosen as `segment` chooses it (or `series_uid`), ordered along the slice normal and
+    checked for gaps and inconsistent headers (data.volumes). `patient_id` defaults to the
+    PatientID tag.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    from stitchnet.data.volume_slices import volume_records
 
-    folder = Path(folder)
-    _require_dir(folder, "one DICOM series as .dcm files")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".dcm")
-    if not files:
-        raise DataError(f"{folder}: no .dcm files; expected one DICOM series")
-    datasets = []
-    for path in files:
-        try:
-            ds = pydicom.dcmread(str(path))
-            pixels = ds.pixel_array
-        except (InvalidDicomError, AttributeError, ValueError, OSError, EOFError) as e:
-            raise DataError(f"{path}: cannot read as DICOM image ({e}); expected a CT slice") from e
-        if pixels.ndim != 2:
-            raise DataError(f"{path}: pixel data has shape {pixels.shape}; expected one 2-D slice")
-        datasets.append((path, ds, pixels))
-
-    series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds, _ in datasets}
-    if len(series) > 1:
-        raise DataError(
-            f"{folder}: holds {len(series)} series ({sorted(series)[:3]}...); expected one series "
-            f"per folder"
-        )
-    positions = _slice_positions(datasets)
-    datasets = [datasets[i] for i in np.argsort(positions, kind="stable")]
-    shape = datasets[0][2].shape
-    records = []
-    for k, (path, ds, pixels) in enumerate(datasets):
-        if pixels.shape != shape:
-            raise DataError(
-                f"{path}: slice is {pixels.shape} but {datasets[0][0].name} is {shape}; "
-                f"expected one size across the series"
-            )
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-        hu = pixels.astype(np.float32) * slope + intercept
-        pid = patient_id if patient_id is not None else (str(getattr(ds, "PatientID", "")) or None)
-        records.append(
-            SliceRecord(hu_window(hu, window), f"{folder.name}_{k:03d}", pid, None, None, str(path))
-        )
-    return records
-
-
-def _slice_positions(datasets: list) -> list[float]:
-    """Where each slice lies along the series' normal; InstanceNumber when positions are missing."""
-    if all(hasattr(ds, "ImagePositionPatient") for _, ds, _ in datasets):
-        out = []
-        for _, ds, _ in datasets:
-            position = np.asarray([float(v) for v in ds.ImagePositionPatient])
-            orientation = getattr(ds, "ImageOrientationPatient", None)
-            if orientation is not None and len(orientation) == 6:
-                row, col = np.asarray([float(v) for v in orientation]).reshape(2, 3)
-                out.append(float(position @ np.cross(row, col)))
-            else:
-                out.append(float(position[2]))
-        return out
-    numbers = [getattr(ds, "InstanceNumber", None) for _, ds, _ in datasets]
-    if all(n is not None for n in numbers):
-        return [float(n) for n in numbers]
-    path = datasets[numbers.index(None)][0]
-    raise DataError(
-        f"{path}: has no InstanceNumber and not every slice has ImagePositionPatient; "
-        f"expected one of them on every slice to order the series"
-    )
+    return volume_records(folder, window, patient_id=patient_id, series_uid=series_uid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,12 +485,25 @@ def detect_layout(path: str | Path) -> str:
         return "folder"
     if (path / "ct_lesion_seg").is_dir() or any((path / c).is_dir() for c in CCCCII_CLASSES):
         return "ccccii"
-    if any(p.suffix.lower() == ".dcm" for p in path.iterdir() if p.is_file()):
+    if _holds_dicom(path):
         return "dicom"
     raise DataError(
-        f"{path}: no known layout; expected images/ (folder), .dcm files (DICOM series), "
+        f"{path}: no known layout; expected images/ (folder), DICOM files (any names), "
         f"class folders {CCCCII_CLASSES} or ct_lesion_seg/ (CC-CCII), or a .nii/.nii.gz file"
     )
+
+
+def _holds_dicom(folder: Path) -> bool:
+    """Whether any file under `folder` is DICOM by content (the name says nothing)."""
+    from pydicom.misc import is_dicom
+
+    for p in sorted(folder.rglob("*")):
+        try:
+            if p.is_file() and is_dicom(p):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 _READERS = {

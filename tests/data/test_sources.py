@@ -178,7 +178,9 @@ def test_hu_window_by_hand():
 
 
 def _nifti(path: Path, data: np.ndarray, slope: float = 1.0, inter: float = 0.0) -> Path:
-    img = nib.Nifti1Image(data, np.eye(4))  # identity affine: RAS, so axis 2 is superior
+    # LPS axes (the DICOM patient frame): the display orientation itself, so slice k is
+    # data[:, :, k] with its axes as stored.
+    img = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]))
     img.header.set_slope_inter(slope, inter)
     nib.save(img, str(path))
     return path
@@ -204,6 +206,7 @@ def test_nifti_volume_split_windowed_and_labelled(tmp_path):
         patient_id="case1",
     )
     assert [r.slice_id for r in records] == ["vol_z000", "vol_z001"]
+    assert all(r.path == str(image) for r in records)
     assert records[0].image.shape == (3, 2) and records[0].patient_id == "case1"
     assert records[0].image[0, 0] == pytest.approx(1 / 3, abs=1e-6)
     assert records[1].image[1, 1] == pytest.approx(1.0)
@@ -247,6 +250,7 @@ def _dicom(path: Path, stored: np.ndarray, z: float | None, number: int, slope=2
         ds.ImagePositionPatient = [0.0, 0.0, z]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.Rows, ds.Columns = stored.shape
+    ds.PixelSpacing = [0.7, 0.7]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
@@ -259,6 +263,7 @@ def test_dicom_series_ordered_by_position_and_windowed(tmp_path):
     series = tmp_path / "series"
     series.mkdir()
     # File names are in a shuffled order; positions say b (z=0), c (z=5), a (z=10).
+    # A display slice is the transpose of the stored one (rows R->L, columns A->P).
     # Stored s -> HU 2 s - 1024 -> window (HU + 1250) / 1500:
     # 137 -> -750 -> 1/3; 387 -> -250 -> 2/3; 637 -> 250 -> 1; 0 -> -1024 -> 226/1500.
     _dicom(series / "a.dcm", np.full((2, 3), 637), z=10.0, number=1)
@@ -270,27 +275,30 @@ def test_dicom_series_ordered_by_position_and_windowed(tmp_path):
     assert records[0].patient_id == "dcm-patient"
     np.testing.assert_allclose(records[0].image, 1 / 3, atol=1e-6)
     assert records[1].image[0, 0] == pytest.approx(2 / 3, abs=1e-6)
-    assert records[1].image[1, 2] == pytest.approx(226 / 1500, abs=1e-6)
+    assert records[1].image.shape == (3, 2)
+    assert records[1].image[2, 1] == pytest.approx(226 / 1500, abs=1e-6)
     np.testing.assert_allclose(records[2].image, 1.0)
 
 
-def test_dicom_falls_back_to_instance_number(tmp_path):
+def test_dicom_reader_is_the_scan_reader(tmp_path):
+    # One reader for every command: a series without positions cannot be placed, and is
+    # refused as `stitchnet segment` refuses it; file names and depth do not matter.
     series = tmp_path / "series"
-    series.mkdir()
-    _dicom(series / "a.dcm", np.full((2, 2), 637), z=None, number=2)
-    _dicom(series / "b.dcm", np.full((2, 2), 137), z=None, number=1)
-    records = read_dicom_series(series, patient_id="given")
-    assert [Path(r.path).name for r in records] == ["b.dcm", "a.dcm"]
-    assert records[0].patient_id == "given"
+    (series / "deep").mkdir(parents=True)
+    _dicom(series / "deep" / "IM1", np.full((2, 2), 637), z=None, number=2)
+    _dicom(series / "IM2", np.full((2, 2), 137), z=None, number=1)
+    assert detect_layout(series) == "dicom"
+    with pytest.raises(DataError, match=r"IM\d: no ImagePositionPatient"):
+        read_dicom_series(series, patient_id="given")
 
 
 def test_dicom_corrupt_and_empty(tmp_path):
     series = tmp_path / "series"
     series.mkdir()
-    with pytest.raises(DataError, match=r"series: no \.dcm files"):
+    with pytest.raises(DataError, match=r"series: empty folder"):
         read_dicom_series(series)
     (series / "x.dcm").write_bytes(b"garbage" * 30)
-    with pytest.raises(DataError, match=r"x\.dcm: cannot read as DICOM"):
+    with pytest.raises(DataError, match=r"series: no DICOM files"):
         read_dicom_series(series)
 
 
@@ -353,6 +361,7 @@ def test_read_source_detects_each_layout(tmp_path):
     series = tmp_path / "series"
     series.mkdir()
     _dicom(series / "a.dcm", np.zeros((2, 2)), z=0.0, number=1)
+    _dicom(series / "b.dcm", np.zeros((2, 2)), z=1.0, number=2)
     vol = _nifti(tmp_path / "v.nii.gz", np.zeros((2, 2, 3), dtype=np.int16))
     assert [detect_layout(p) for p in (folder, cc, series, vol)] == [
         "folder",
@@ -362,7 +371,7 @@ def test_read_source_detects_each_layout(tmp_path):
     ]
     assert len(read_source(folder)) == 2
     assert len(read_source(vol)) == 3
-    assert len(read_source(series)) == 1
+    assert len(read_source(series)) == 2
     assert len(read_source(cc, subset="seg")) == 1
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError, match="no known layout"):
