@@ -1,4 +1,9 @@
+import os
+import pickle
+import random
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,8 +11,11 @@ import torch
 import stitchnet
 import stitchnet.models as registry
 from stitchnet import checkpoint as C
+from stitchnet.cli import main
 from stitchnet.config import RunConfig, TrainConfig
 from stitchnet.models.base import SegmentationModel
+
+LABELLED = Path(__file__).resolve().parents[1] / "data" / "medseg_covid19_train50"
 
 
 @dataclass(frozen=True)
@@ -92,22 +100,95 @@ def test_missing_file(tmp_path):
         C.model_from_checkpoint(tmp_path)
 
 
-def test_corrupt_file(tmp_path):
-    path = tmp_path / "broken.pt"
-    path.write_bytes(b"this is not a zip archive")
-    with pytest.raises(
-        C.CheckpointError, match=r"broken\.pt is not a readable StitchNet checkpoint"
-    ):
-        C.load_checkpoint(path)
+def _assert_plain(message: str) -> None:
+    """A message in the project's words: no PyTorch advice to load unsafely, no escape codes."""
+    assert "weights_only" not in message and "arbitrary code" not in message
+    assert "\x1b" not in message and "\n" not in message
+
+
+def _refusal(path, load=C.load_checkpoint) -> str:
+    with pytest.raises(C.CheckpointError) as caught:
+        load(path)
+    message = str(caught.value)
+    _assert_plain(message)
+    assert message.startswith(str(path))
+    return message
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.pt"
+    data = random.Random(0).randbytes(4096)
+    assert data[:1] != b"\x80" and data[:2] != b"PK"  # neither a pickle's nor a zip's header
+    path.write_bytes(data)
+    message = _refusal(path)
+    assert "is not a readable StitchNet checkpoint: not a PyTorch file" in message
+    assert message.endswith("it was read as data only, so no code in it ran")
+
+
+def test_text_and_empty_files(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_bytes(b"this is not a zip archive")
+    assert "not a PyTorch file (neither a zip archive nor a pickle)" in _refusal(text)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert "an empty file (0 bytes)" in _refusal(empty)
+
+
+def _debug_checkpoint(path):
+    """A real registry model (SegNet's debug preset) written by the project's save_checkpoint."""
+    cfg = RunConfig(model="segnet", model_config={}, preset="debug")
+    model = registry.build_model("segnet", preset="debug")
+    return C.save_checkpoint(path, model, cfg, epoch=1, step=1)
 
 
 def test_truncated_file(tmp_path):
-    model, opt = _trained(_cfg())
-    path = C.save_checkpoint(tmp_path / "last.pt", model, _cfg(), opt, epoch=1, step=1)
+    path = _debug_checkpoint(tmp_path / "last.pt")
+    model, _ = C.model_from_checkpoint(path)  # whole, it loads
+    assert type(model).__name__ == "SegNet"
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(C.CheckpointError, match="not a readable StitchNet checkpoint"):
-        C.load_checkpoint(path)
+    for keep in (len(data) // 2, len(data) - 10):  # the zip's central directory is at the end
+        path.write_bytes(data[:keep])
+        message = _refusal(path, C.model_from_checkpoint)
+        assert "truncated: its zip archive has no central directory" in message
+
+
+class Stranger:
+    """Any class: a checkpoint must hold only tensors, numbers, strings, lists and dicts."""
+
+
+class Trap:
+    """Unpickling this runs os.mkdir(marker): what loading a hostile file unsafely would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_pickled_objects_are_refused_and_not_run(tmp_path):
+    inside = tmp_path / "inside.pt"
+    ckpt = torch.load(_debug_checkpoint(inside), weights_only=True)
+    ckpt["extra"] = {"note": Stranger()}
+    torch.save(ckpt, inside)
+    message = _refusal(inside)
+    assert re.search(
+        r"not plain tensors and numbers \(unsupported global [\w.]*Stranger\)", message
+    )
+
+    marker = tmp_path / "ran"
+    for path, write in (
+        (tmp_path / "saved.pt", lambda p: torch.save({"x": Trap(marker)}, p)),
+        (tmp_path / "pickled.pt", lambda p: p.write_bytes(pickle.dumps(Trap(marker), 4))),
+    ):
+        write(path)
+        message = _refusal(path)
+        # os.mkdir is posix.mkdir or nt.mkdir, as the platform names it
+        assert re.search(r"(unsupported global|it holds) \w+\.mkdir\)", message), message
+        with pytest.raises(C.CheckpointError):
+            C.save_half_copy(path, tmp_path / "half.pt")
+    assert not marker.exists()
+    assert not (tmp_path / "half.pt").exists()
 
 
 def test_other_torch_file(tmp_path):
@@ -133,14 +214,99 @@ def test_incompatible_format_version(tmp_path, monkeypatch):
         C.load_checkpoint(path)
 
 
-def test_weights_that_do_not_fit_the_config(tmp_path):
+def _rewritten(tmp_path, change) -> Path:
+    """A tiny model's checkpoint, loaded, changed by `change(ckpt)` and saved again."""
     model, _ = _trained(_cfg())
     path = C.save_checkpoint(tmp_path / "m.pt", model, _cfg(), epoch=1, step=1)
     ckpt = torch.load(path, weights_only=True)
-    ckpt["model_config"] = {"channels": 7}
+    change(ckpt)
     torch.save(ckpt, path)
-    with pytest.raises(C.CheckpointError, match="weights do not fit a 'tiny' model"):
-        C.model_from_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("key", ["model_name", "model_config", "model_state", "run_config"])
+def test_a_missing_field_is_named(tmp_path, key):
+    path = _rewritten(tmp_path, lambda ckpt: ckpt.pop(key))
+    assert f"m.pt has no {key!r} field; expected " in _refusal(path, C.model_from_checkpoint)
+
+
+def test_a_field_of_the_wrong_kind_is_named(tmp_path):
+    path = _rewritten(tmp_path, lambda ckpt: ckpt.update(model_config=None))
+    message = _refusal(path)
+    assert "m.pt: model_config is a NoneType, expected the model's config as a dict" in message
+
+
+def test_a_run_config_without_model_is_named(tmp_path):
+    path = _rewritten(tmp_path, lambda ckpt: ckpt["run_config"].pop("model"))
+    assert "m.pt: run_config has no 'model' field" in _refusal(path)
+    path = _rewritten(tmp_path, lambda ckpt: ckpt["run_config"]["train"].update(epohcs=3))
+    assert re.search(
+        r"run_config is not a valid RunConfig: unknown TrainConfig keys \['epohcs'\]",
+        _refusal(path),
+    )
+
+
+def test_an_unknown_model_name(tmp_path):
+    path = _rewritten(tmp_path, lambda ckpt: ckpt.update(model_name="unet3d"))
+    message = _refusal(path, C.model_from_checkpoint)
+    assert "m.pt: model_name: unknown model 'unet3d'; expected one of [" in message
+    assert "'stitchnet-skip'" in message  # the valid names are listed
+
+
+def test_a_model_config_with_an_unknown_field(tmp_path):
+    path = _rewritten(tmp_path, lambda ckpt: ckpt["model_config"].update(widht=3))
+    message = _refusal(path, C.model_from_checkpoint)
+    assert (
+        "model_config does not build a 'tiny' model: unknown TinyConfig keys ['widht']" in message
+    )
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    # 7 channels instead of 5 changes conv.weight/bias, the four BN tensors and head.weight;
+    # head.bias (4 classes) and the BN step counter keep their shapes.
+    path = _rewritten(tmp_path, lambda ckpt: ckpt.update(model_config={"channels": 7}))
+    message = _refusal(path, C.model_from_checkpoint)
+    assert message.endswith(
+        "m.pt: weights do not fit a 'tiny' model built from the stored model_config: 7 keys of "
+        "another shape (first 'conv.weight': stored (5, 1, 3, 3), model (7, 1, 3, 3))"
+    )
+
+
+def test_a_missing_an_unexpected_and_a_reshaped_key(tmp_path):
+    def change(ckpt):
+        state = ckpt["model_state"]
+        del state["bn.running_mean"], state["bn.running_var"]
+        state["stray.weight"] = torch.zeros(2)
+        state["head.weight"] = torch.zeros(4, 5, 3, 3)  # the model's head is a 1x1 conv
+
+    message = _refusal(_rewritten(tmp_path, change), C.model_from_checkpoint)
+    assert message.endswith(
+        "model_config: 2 missing keys (first 'bn.running_mean'); 1 unexpected key (first "
+        "'stray.weight'); 1 key of another shape (first 'head.weight': stored (4, 5, 3, 3), "
+        "model (4, 5, 1, 1))"
+    )
+
+
+def test_a_state_entry_that_is_no_tensor(tmp_path):
+    path = _rewritten(tmp_path, lambda ckpt: ckpt["model_state"].update({"conv.bias": 3}))
+    message = _refusal(path, C.model_from_checkpoint)
+    assert message.endswith("1 key holding no tensor (first 'conv.bias': a int)")
+
+
+@pytest.mark.parametrize("bad", ["noise", "no_model_name"])
+def test_cli_evaluate_reports_a_bad_checkpoint_in_one_line(tmp_path, capsys, bad):
+    if bad == "noise":
+        path = tmp_path / "noise.pt"
+        path.write_bytes(random.Random(0).randbytes(4096))
+    else:
+        path = _rewritten(tmp_path, lambda ckpt: ckpt.pop("model_name"))
+    out = tmp_path / "eval"
+    status = main(["evaluate", str(path), str(LABELLED), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith(f"stitchnet evaluate: error: {path}")
+    _assert_plain(err.strip())
+    assert not out.exists()
 
 
 def test_objective_name_config_and_state_are_stored(tmp_path):
