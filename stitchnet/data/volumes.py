@@ -17,10 +17,16 @@ mediastinal rows. So a display slice (Y, X) has
 
 and axis 0 runs inferior -> superior ("S"). A standard axial DICOM slice's pixel_array (rows A->P,
 cols R->L) is the transpose of a display slice. `DISPLAY_AXCODES` is the one place this is stated.
+
+No wrong number passes quietly: a header the reader cannot trust is refused with a `VolumeError`
+naming the file and the value (data.dicom_checks for DICOM headers; data.scan_checks for
+non-finite voxels, NIfTI voxel sizes, and values that are not Hounsfield units), and what the
+reader assumed instead of refusing is said in `Volume.notes`, which `segment` repeats.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -31,7 +37,20 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt_
 
-from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, DataError, read_image_file
+from stitchnet.data.dicom_checks import (
+    check_same_geometry,
+    pixel_error,
+    rescale_defaults,
+    skipped_text,
+)
+from stitchnet.data.dicom_series import NO_MODALITY, Series, choose_series, scan_series
+from stitchnet.data.scan_checks import (
+    VolumeError,
+    check_finite,
+    check_hounsfield,
+    check_nifti_voxel_sizes,
+)
+from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, read_image_file
 
 DISPLAY_AXCODES = ("S", "L", "P")  # display axes (Z, Y, X): inferior->superior, R->L, A->P
 # The same axes in nibabel's (i, j, k) order: display = transpose(xyz, (2, 0, 1)).
@@ -39,22 +58,6 @@ _DISPLAY_AS_XYZ = DISPLAY_AXCODES[1:] + DISPLAY_AXCODES[:1]
 OUTSIDE_HU = -1500.0  # below this is no tissue and no air: FOV padding (-2048, -3024, -2000)
 MIN_SLICES = 2  # one slice is a 2-D image: no slice spacing, no volume in mL
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient axes (L, P, S) -> nibabel's (R, A, S)
-
-# Which packages decode a compressed transfer syntax pydicom cannot decode on its own.
-_DECODERS = {
-    "1.2.840.10008.1.2.4.50": "pillow, pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
-    "1.2.840.10008.1.2.4.57": "pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
-    "1.2.840.10008.1.2.4.70": "pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
-    "1.2.840.10008.1.2.4.80": "pyjpegls, pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
-    "1.2.840.10008.1.2.4.81": "pyjpegls, pylibjpeg + pylibjpeg-libjpeg, or python-gdcm",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg + pylibjpeg-openjpeg, or python-gdcm",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg + pylibjpeg-openjpeg, or python-gdcm",
-}
-
-
-class VolumeError(DataError):
-    """A scan that cannot be read as one CT volume; names the file, the value found and expected."""
 
 
 @dataclass
@@ -125,6 +128,7 @@ def _volume_from_input(
             f"{source}: voxel array of shape {data.shape} is a 2-D image; expected a 3-D volume "
             f"with at least {MIN_SLICES} slices"
         )
+    check_finite(data, source)
     hu, transform, spacing = _to_display(data.astype(np.float32, copy=False), affine, source)
     outside_display, _, _ = _to_display(outside, affine, source)
     body = ~outside_display & (hu >= OUTSIDE_HU) & np.isfinite(hu)
@@ -152,7 +156,11 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         path: the scan. A folder is DICOM when any file in it (at any depth, any name) is DICOM by
             content; else it is a folder of slices (PNG/JPG/NPY in it or in its images/).
         series_uid: the DICOM series to read when the tree holds several; None picks the CT series
-            (Modality CT, axial, most slices).
+            (Modality CT, axial, most slices). A series without a Modality tag is read as CT
+            only when the tree holds no CT series and its values pass the HU check, with a note.
+
+    Folders are searched through symbolic links (each real folder once). DICOM and NIfTI values
+    must be Hounsfield units (scan_checks.check_hounsfield); slice folders are 8-bit, unchecked.
     """
     path = Path(path)
     if not path.exists():
@@ -161,7 +169,7 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         name = path.name.lower()
         if name.endswith((".nii", ".nii.gz")):
             return _read_nifti(path)
-        if _is_dicom(path):
+        if _is_dicom_or_false(path):
             raise VolumeError(
                 f"{path}: one DICOM file is a 2-D image; expected the folder holding the whole "
                 f"series"
@@ -174,19 +182,52 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         raise VolumeError(
             f"{path}: a file of unknown kind; expected .nii/.nii.gz, or a DICOM or slice folder"
         )
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files, links = _walk_files(path)
     if not files:
-        raise VolumeError(f"{path}: empty folder; expected DICOM files, or 2-D slices")
-    dicoms = [p for p in files if _is_dicom(p)]
+        held = f"only {len(links)} links that lead to no file (e.g. {links[0]})" if links else ""
+        raise VolumeError(
+            f"{path}: empty folder{'; it holds ' + held if held else ''}; expected DICOM "
+            f"files, or 2-D slices"
+        )
+    dicoms, unreadable = [], []
+    for p in files:
+        try:
+            if _is_dicom(p):
+                dicoms.append(p)
+        except OSError as e:
+            unreadable.append((p, f"cannot be opened: {e.strerror or e}"))
     if dicoms:
-        return _read_dicom(path, dicoms, series_uid)
+        return _read_dicom(path, dicoms, series_uid, unreadable)
     slices = _slice_files(path)
     if slices:
         return _read_slices(path, slices)
+    also = f"; {skipped_text(unreadable)}" if unreadable else ""
     raise VolumeError(
         f"{path}: no DICOM files and no slices among {len(files)} files (e.g. "
-        f"{files[0].relative_to(path)}); expected DICOM files (any name) or PNG/JPG slices"
+        f"{files[0].relative_to(path)}){also}; expected DICOM files (any name) or PNG/JPG slices"
     )
+
+
+def _walk_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """The files under `root`, through links to folders (each real folder and file once), and
+    the links that lead nowhere. Path.rglob does not enter linked folders, so a tree made of
+    links to series elsewhere looked empty."""
+    files, dangling, seen_dirs, seen_files = [], [], set(), set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen_dirs:  # a link back to a folder already walked: a loop or a duplicate
+            dirs.clear()
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        for name in sorted(names):
+            p = Path(folder) / name
+            if not p.exists():
+                dangling.append(p)
+            elif p.is_file() and os.path.realpath(p) not in seen_files:
+                seen_files.add(os.path.realpath(p))
+                files.append(p)
+    return sorted(files), dangling
 
 
 def write_label_volume(
@@ -213,15 +254,20 @@ def write_label_volume(
 def list_series(path: str | Path) -> list[dict]:
     """The DICOM series under `path`: uid, modality, n_slices, description, axial, folder."""
     path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _is_dicom(p))
-    return [s.summary() for s in _scan_series(files)]
+    files = [p for p in _walk_files(path)[0] if _is_dicom_or_false(p)]
+    return [s.summary() for s in scan_series(files)[0]]
 
 
 def _is_dicom(path: Path) -> bool:
+    """Whether the file is DICOM by content; OSError when it cannot be opened."""
     from pydicom.misc import is_dicom
 
+    return bool(is_dicom(path))
+
+
+def _is_dicom_or_false(path: Path) -> bool:
     try:
-        return bool(is_dicom(path))
+        return _is_dicom(path)
     except OSError:
         return False
 
@@ -231,6 +277,7 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _read_nifti(path: Path) -> Volume:
+    """A NIfTI file in HU: voxel sizes, finite values and the HU scale checked (scan_checks)."""
     try:
         img = nib.load(str(path))
         data = np.asarray(img.get_fdata(dtype=np.float32))  # scl_slope/scl_inter applied: HU
@@ -244,9 +291,12 @@ def _read_nifti(path: Path) -> Volume:
         raise VolumeError(
             f"{path}: voxel array of shape {data.shape}; expected a 3-D volume (X, Y, Z)"
         )
+    check_nifti_voxel_sizes(img, path)
     # NIfTI has no padding tag; the HU threshold alone marks the field-of-view padding.
     outside = np.zeros(data.shape, dtype=bool)
-    return _volume_from_input(data, outside, img.affine, str(path), "nifti", series_uid=None)
+    vol = _volume_from_input(data, outside, img.affine, str(path), "nifti", series_uid=None)
+    check_hounsfield(vol.hu, vol.body, str(path))
+    return vol
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,86 +346,19 @@ def _read_slices(root: Path, files: list[Path]) -> Volume:
 # DICOM
 
 
-@dataclass
-class _Series:
-    """The files of one SeriesInstanceUID, headers read, pixel data deferred until chosen."""
-
-    uid: str
-    items: list[tuple[Path, Any]]  # (file, pydicom Dataset) of every image file
-
-    @property
-    def first(self) -> Any:
-        return self.items[0][1]
-
-    @property
-    def modality(self) -> str:
-        return str(getattr(self.first, "Modality", "") or "?")
-
-    @property
-    def axial(self) -> bool:
-        """Whether the slice normal is closest to the patient's head-foot axis."""
-        iop = getattr(self.first, "ImageOrientationPatient", None)
-        if iop is None or len(iop) != 6:
-            return False
-        row, col = np.asarray([float(v) for v in iop]).reshape(2, 3)
-        return int(np.argmax(np.abs(np.cross(row, col)))) == 2
-
-    def summary(self) -> dict:
-        return {
-            "uid": self.uid,
-            "modality": self.modality,
-            "n_slices": len(self.items),
-            "description": str(getattr(self.first, "SeriesDescription", "") or ""),
-            "axial": self.axial,
-            "folder": str(self.items[0][0].parent),
-        }
-
-
-def _scan_series(files: list[Path]) -> list[_Series]:
-    """Group DICOM files with pixel data by SeriesInstanceUID; CT first, then by slice count."""
-    import pydicom
-
-    groups: dict[str, list[tuple[Path, Any]]] = {}
-    for p in files:
-        try:
-            ds = pydicom.dcmread(str(p), defer_size="1 KB")  # pixel data read only when used
-        except Exception as e:  # pydicom raises many types for a damaged file
-            raise VolumeError(f"{p}: cannot read as DICOM ({e}); expected a DICOM file") from e
-        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
-        if uid and "PixelData" in ds:  # DICOMDIR, SR and the like hold no image
-            groups.setdefault(uid, []).append((p, ds))
-    series = [_Series(uid, items) for uid, items in groups.items()]
-    return sorted(series, key=lambda s: (s.modality != "CT", not s.axial, -len(s.items), s.uid))
-
-
-def _choose_series(root: Path, series: list[_Series], series_uid: str | None) -> _Series:
-    found = "; ".join(
-        f"{s.uid} ({s.modality}, {len(s.items)} slices, {s.summary()['description']!r})"
-        for s in series
-    )
-    if not series:
-        raise VolumeError(f"{root}: DICOM files hold no images; expected a CT image series")
-    if series_uid is not None:
-        match = [s for s in series if s.uid == series_uid]
-        if not match:
-            raise VolumeError(f"{root}: no series {series_uid!r}; found {found}")
-        chosen = match[0]
-    else:
-        # _scan_series puts axial CT with the most slices first.
-        chosen = series[0]
-    if chosen.modality != "CT":
-        raise VolumeError(
-            f"{root}: series {chosen.uid} has Modality {chosen.modality!r}; expected a CT "
-            f"series (the model reads Hounsfield units). Series found: {found}"
-        )
-    return chosen
-
-
-def _read_dicom(root: Path, files: list[Path], series_uid: str | None) -> Volume:
+def _read_dicom(
+    root: Path, files: list[Path], series_uid: str | None, unreadable: list[tuple[Path, str]]
+) -> Volume:
     from pydicom.pixels import apply_modality_lut
 
-    series = _choose_series(root, _scan_series(files), series_uid)
-    items, affine = _order_and_affine(series)
+    found, skipped = scan_series(files)
+    skipped = [(p, why, None) for p, why in unreadable] + skipped
+    series = choose_series(root, found, series_uid, skipped)
+    # Files that may belong to this series: named in a gap error, else in a note.
+    missing = [(p, why) for p, why, uid in skipped if uid in (None, series.uid)]
+    notes = [f"{root}: {skipped_text(missing)}"] if missing else []
+    items, affine = _order_and_affine(series, missing)
+    rescale_note = rescale_defaults(items, series.uid)
     slices, outside = [], []
     for p, ds in items:
         stored = _pixels(p, ds)  # (rows, cols) stored values
@@ -384,29 +367,47 @@ def _read_dicom(root: Path, files: list[Path], series_uid: str | None) -> Volume
                 f"{p}: slice is {stored.shape} but {items[0][0].name} is "
                 f"{slices[0].T.shape}; expected one size across the series"
             )
-        slices.append(np.asarray(apply_modality_lut(stored, ds), dtype=np.float32).T)
+        defaults = rescale_note and "ModalityLUTSequence" not in ds
+        hu = stored if defaults else apply_modality_lut(stored, ds)  # HU
+        slices.append(np.asarray(hu, dtype=np.float32).T)
         outside.append(_padding(stored, ds).T)
     # DICOM's own voxel order, as dcm2niix and nibabel's nicom use it: (cols, rows, slices).
     data = np.stack(slices, axis=-1)  # (C, R, N) HU
     pad = np.stack(outside, axis=-1)  # (C, R, N) bool
-    files = [p for p, _ in items]
-    return _volume_from_input(
-        data, pad, affine, str(root), "dicom", series_uid=series.uid, dicom_files=files
+    vol = _volume_from_input(
+        data,
+        pad,
+        affine,
+        str(root),
+        "dicom",
+        series_uid=series.uid,
+        dicom_files=[p for p, _ in items],
     )
+    untagged = series.modality == NO_MODALITY
+    what = f"series {series.uid} (no Modality tag)" if untagged else f"series {series.uid}"
+    stats = check_hounsfield(vol.hu, vol.body, str(root), f"the values of {what}")
+    if untagged and stats is None:
+        raise VolumeError(
+            f"{root}: series {series.uid} has no Modality tag and one value throughout, so its "
+            f"values cannot be shown to be HU; expected a CT series"
+        )
+    if rescale_note:
+        found = f"; the HU check found {stats.describe()}" if stats else ""
+        notes.append(f"{root}: {rescale_note}{found}")
+    if untagged:
+        notes.append(
+            f"{root}: series {series.uid} has no Modality tag; read as CT because the folder "
+            f"holds no CT series and its values are HU ({stats.describe()})"
+        )
+    vol.notes.extend(notes)
+    return vol
 
 
 def _pixels(path: Path, ds: Any) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as e:  # pydicom raises RuntimeError/NotImplementedError/ValueError here
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        if ts is not None and ts.is_compressed:
-            pkgs = _DECODERS.get(str(ts), "pylibjpeg with its plugins, or python-gdcm")
-            raise VolumeError(
-                f"{path}: pixel data is compressed as {ts.name} ({ts}) and no installed decoder "
-                f"reads it; expected a decoder: pip install {pkgs}"
-            ) from e
-        raise VolumeError(f"{path}: cannot decode the pixel data ({e}); expected a CT slice") from e
+        raise pixel_error(path, ds, e) from e
     if arr.ndim != 2:
         raise VolumeError(
             f"{path}: pixel data has shape {arr.shape}; expected one 2-D slice per file "
@@ -425,23 +426,20 @@ def _padding(stored: np.ndarray, ds: Any) -> np.ndarray:
     return (stored >= lo) & (stored <= hi)
 
 
-def _order_and_affine(series: _Series) -> tuple[list[tuple[Path, Any]], np.ndarray]:
-    """Slices sorted along the normal, checked for gaps and duplicates, and the RAS affine."""
+def _order_and_affine(
+    series: Series, missing: list[tuple[Path, str]]
+) -> tuple[list[tuple[Path, Any]], np.ndarray]:
+    """Slices sorted along the normal, checked for gaps and duplicates, and the RAS affine.
+    `missing`: files skipped that may belong to the series, named if the slices leave a gap."""
     items = series.items
     for p, ds in items:
-        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-            if getattr(ds, tag, None) is None:
-                raise VolumeError(
-                    f"{p}: no {tag}; expected it on every slice to place the slice in the volume"
-                )
-    iop = np.asarray([float(v) for v in items[0][1].ImageOrientationPatient])
-    for p, ds in items:
-        other = np.asarray([float(v) for v in ds.ImageOrientationPatient])
-        if not np.allclose(other, iop, atol=1e-4):
+        if getattr(ds, "ImagePositionPatient", None) is None:
             raise VolumeError(
-                f"{p}: ImageOrientationPatient {other.tolist()} differs from "
-                f"{items[0][0].name}'s {iop.tolist()}; expected one orientation per series"
+                f"{p}: no ImagePositionPatient; expected it on every slice to place the slice "
+                f"in the volume"
             )
+    check_same_geometry(items)  # orientation, pixel spacing, rows and columns
+    iop = np.asarray([float(v) for v in items[0][1].ImageOrientationPatient])
     row, col = iop.reshape(2, 3)  # LPS direction of increasing column index, of row index
     normal = np.cross(row, col)
     pos = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in items])
@@ -449,9 +447,10 @@ def _order_and_affine(series: _Series) -> tuple[list[tuple[Path, Any]], np.ndarr
     order = np.argsort(depth, kind="stable")
     items, pos, depth = [items[i] for i in order], pos[order], depth[order]
     if len(items) < MIN_SLICES:
+        also = f" ({skipped_text(missing)})" if missing else ""
         raise VolumeError(
-            f"{items[0][0]}: series {series.uid} has {len(items)} slice; a 2-D image, expected a "
-            f"volume of at least {MIN_SLICES} slices"
+            f"{items[0][0]}: series {series.uid} has {len(items)} slice{also}; a 2-D image, "
+            f"expected a volume of at least {MIN_SLICES} slices"
         )
     steps = np.diff(depth)  # (N-1,)
     step = float(np.median(steps))
@@ -463,9 +462,10 @@ def _order_and_affine(series: _Series) -> tuple[list[tuple[Path, Any]], np.ndarr
                 f"{s:.3f} mm from {a}; expected one slice every {step:.3f} mm"
             )
         if abs(s - step) > 0.1 * step:
+            why = skipped_text(missing) if missing else "missing files?"
             raise VolumeError(
                 f"{a} -> {b}: gap of {s:.3f} mm between slice positions {depth[k]:.3f} and "
-                f"{depth[k + 1]:.3f} mm; expected one slice every {step:.3f} mm (missing files?)"
+                f"{depth[k + 1]:.3f} mm; expected one slice every {step:.3f} mm ({why})"
             )
     dr, dc = (float(v) for v in items[0][1].PixelSpacing)  # row spacing, column spacing (mm)
     lps = np.eye(4)

@@ -131,7 +131,10 @@ def test_write_label_volume_of_a_dicom_series_has_its_shape_and_affine(tmp_path)
     out = write_label_volume(vol, vol.body.astype(np.uint8), tmp_path / "body.nii")
     written = nib.load(out)
     assert written.shape == vol.shape and np.allclose(written.affine, dicom_affine(4))
-    assert np.array_equal(read_volume(out).hu, vol.body.astype(np.float32))
+    # Axial DICOM voxels are (column R->L, row A->P, slice): display (Z, Y, X) moved to (Y, X, Z).
+    assert np.array_equal(np.asarray(written.dataobj), np.transpose(vol.body, (1, 2, 0)))
+    with pytest.raises(VolumeError, match=r"body.nii: values are not Hounsfield units"):
+        read_volume(out)  # a 0/1 label volume is no scan
     with pytest.raises(VolumeError, match=r"expected the display shape \(4, 64, 64\)"):
         write_label_volume(vol, vol.body[:3], tmp_path / "bad.nii.gz")
 
