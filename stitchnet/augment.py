@@ -9,6 +9,9 @@ jitter (gamma, then contrast about the image mean, clamped to [0, 1]) touches th
 Drawing the random parameters (`sample_params`) is separate from applying them (`apply_params`):
 under DDP every rank draws the parameters of the whole global batch from the same generator
 state and applies only its own rows, so all ranks' generators stay in step.
+
+Scanner variation (HU offset, noise, reconstruction kernel, slice thickness) is a separate option
+in `stitchnet.scanner_aug`, which the training loop applies after these.
 """
 
 from __future__ import annotations

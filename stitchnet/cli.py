@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits", default=None, help="splits.json to use (default RUN_DIR/splits.json)"
     )
+    p.add_argument(
+        "--scanner-aug",
+        action="store_true",
+        help="scanner variation on the training images (HU offset, noise, reconstruction "
+        "kernel, slice thickness; stitchnet/scanner_aug.py's default ranges)",
+    )
     _add_common(p)
 
     p = sub.add_parser(
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
                 epochs=args.epochs,
                 max_labelled=args.max_labelled,
+                scanner_aug={} if args.scanner_aug else None,
             )
             import torch.distributed as dist
 

@@ -65,6 +65,10 @@ class TrainConfig:
     eval_every: int = 1  # validate every N epochs
     checkpoint_every: int = 1  # write last.pt every N epochs (and after the last one)
     log_every: int = 10  # steps between CSV log lines
+    # Scanner variation (HU offset, noise, kernel, slice thickness) on every training image, with
+    # or without `augment`: None is off; a dict of stitchnet.scanner_aug.ScannerAugSpec fields
+    # ({}: its defaults) is on. Kept a dict so this module needs no torch.
+    scanner_aug: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from stitchnet.figures import overlay
 from stitchnet.inference.kernel import predict_classes
 from stitchnet.models import model_class, model_config
 from stitchnet.objectives import objective_class, objective_config
+from stitchnet.scanner_aug import scanner_config
 from stitchnet.train import TrainResult, train
 
 # Unlabelled slices drawn per step beside the labelled batch, for models that use them.
@@ -76,6 +77,9 @@ def run_config(
         train_cfg = dataclasses.replace(
             train_cfg, unlabelled_batch_size=UNLABELLED_PER_STEP[preset]
         )
+    if train_overrides.get("scanner_aug") is not None:
+        # Stored with every field, so the run config names the ranges it trained with.
+        train_overrides["scanner_aug"] = scanner_config(train_overrides["scanner_aug"])
     train_cfg = dataclasses.replace(
         train_cfg, seed=seed, **{k: v for k, v in train_overrides.items() if v is not None}
     )

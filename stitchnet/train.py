@@ -48,6 +48,7 @@ from stitchnet.models.base import SegmentationModel
 from stitchnet.objectives import Objective, build_objective
 from stitchnet.objectives.base import Draws, rows_of
 from stitchnet.runlog import CsvLog, Mean, tensorboard, val_metrics
+from stitchnet.scanner_aug import ScannerAugSpec, apply_scanner, sample_scanner, scanner_spec
 
 # Training fields that may change between a run and its resumption: they change neither the
 # weights of the epochs already done nor the random numbers drawn for the next ones.
@@ -160,6 +161,8 @@ class _Plan:
     batch_u: int  # unlabelled rows per step, over all ranks
     steps: int  # steps per epoch
     augment: bool
+    scanner: ScannerAugSpec | None  # scanner variation of every row (None: off)
+    window: tuple[float, float]  # the data config's HU window: scanner ranges are in HU
 
     def mine(self, d: Dist) -> torch.Tensor:
         """This rank's rows of the whole step's draws: its labelled rows, then its unlabelled."""
@@ -213,6 +216,8 @@ def _plan(
         batch_u=tc.unlabelled_batch_size if use_unl else 0,
         steps=tc.steps_per_epoch or math.ceil(len(labelled) / tc.batch_size),
         augment=tc.augment,
+        scanner=scanner_spec(tc.scanner_aug),
+        window=cfg.data.lung_window,
     )
 
 
@@ -255,6 +260,10 @@ def _batch(
         batch["image"], batch["mask"] = apply_params(batch["image"], batch["mask"], draws)
         if lungs:
             batch["lung"] = apply_geometry(batch["lung"], draws)
+    if plan.scanner is not None:
+        # Labelled rows and the unlabelled weak view alike; masks and lung fields stay as they are.
+        shots = sample_scanner(bl + bu, plan.scanner, g).rows(plan.mine(d))
+        batch["image"] = apply_scanner(batch["image"], shots, plan.window)
     return batch
 
 
