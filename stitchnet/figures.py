@@ -1,6 +1,9 @@
 """Figures people would rather look at than read: overlays, the paper's Fig. 2 and Fig. 6, curves.
 
 Colours follow the paper's Fig. 2: GGO green, consolidation blue; healthy lung is left uncoloured.
+Slices come in the model's display orientation and are drawn as radiological pictures (anterior
+up, the patient's right on the image's left) by `stitchnet.inference.orient.radiological`;
+`overlay` and `label_image` work pixel by pixel and keep whatever orientation they are given.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from stitchnet.inference.orient import radiological  # noqa: E402
 
 LESION_COLOURS = {2: (0.0, 0.85, 0.0), 3: (0.1, 0.3, 1.0)}  # GGO green, consolidation blue
 
@@ -56,7 +61,8 @@ def comparison_figure(
 ) -> Path:
     """The paper's Fig. 2: rows are slices; columns CT, ground truth, then each model.
 
-    images (N, H, W) in [0, 1]; truths (N, H, W); predictions: model name -> (N, H, W).
+    images (N, H, W) in [0, 1]; truths (N, H, W); predictions: model name -> (N, H, W); all in
+    display orientation.
     """
     n = images.shape[0]
     cols = 2 + len(predictions)
@@ -66,7 +72,8 @@ def comparison_figure(
         panels += [(name, images[r], pred[r]) for name, pred in predictions.items()]
         for c, (title, img, mask) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(img if mask is None else overlay(img, mask), cmap="gray", vmin=0, vmax=1)
+            picture = img if mask is None else overlay(img, mask)
+            ax.imshow(radiological(picture), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -87,7 +94,7 @@ def styles_figure(
     """The paper's Fig. 6: x, its segmentation, the four styles b, h, g, c and the stitched x.
 
     images (N, H, W); segmentations (N, H, W) class ids; styles (N, 4, H, W);
-    reconstructions (N, H, W).
+    reconstructions (N, H, W); all in display orientation.
     """
     titles = ["x", "y (predicted)", "b: background", "h: healthy", "g: GGO", "c: consolidation"]
     titles.append("stitched x")
@@ -97,7 +104,7 @@ def styles_figure(
         panels = [images[r], label_image(segmentations[r]), *styles[r], reconstructions[r]]
         for c, panel in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(panel, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(radiological(panel), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -114,7 +121,8 @@ def samples_figure(
     """Images generated from the prior, with their segmentations beneath when given.
 
     `images` is (N, H, W) for one row of samples, or (R, N, H, W) for R rows (say, one per sampling
-    temperature), labelled by `row_labels`; `segmentations` has the same leading shape.
+    temperature), labelled by `row_labels`; `segmentations` has the same leading shape. Both in
+    display orientation, as the model draws them.
     """
     if images.ndim == 3:
         images = images[None]
@@ -127,9 +135,9 @@ def samples_figure(
     fig, axes = plt.subplots(groups * per, n, figsize=(2.0 * n, 2.1 * groups * per), squeeze=False)
     for g in range(groups):
         for i in range(n):
-            axes[g * per, i].imshow(images[g, i], cmap="gray", vmin=0, vmax=1)
+            axes[g * per, i].imshow(radiological(images[g, i]), cmap="gray", vmin=0, vmax=1)
             if segmentations is not None:
-                axes[g * per + 1, i].imshow(label_image(segmentations[g, i]))
+                axes[g * per + 1, i].imshow(radiological(label_image(segmentations[g, i])))
         axes[g * per, 0].set_ylabel(labels[g], fontsize=9)
     for ax in axes.ravel():
         ax.set_xticks([])

@@ -28,6 +28,7 @@ from stitchnet.data.types import PreparedSet
 from stitchnet.evaluate import EvalResult, evaluate, write_evaluation
 from stitchnet.figures import overlay
 from stitchnet.inference.kernel import predict_classes
+from stitchnet.inference.orient import radiological
 from stitchnet.models import model_class, model_config
 from stitchnet.objectives import objective_class, objective_config
 from stitchnet.scanner_aug import scanner_config
@@ -252,8 +253,9 @@ def predict_folder(
         for i, full in enumerate(full_masks):  # each (H, W) uint8 class ids
             stem = data.ids[i]
             Image.fromarray(full).save(tmp / "masks" / f"{stem}.png")
-            img = records[i].image
-            Image.fromarray(overlay(img, full)).save(tmp / "overlays" / f"{stem}.png")
+            img = records[i].image  # (H, W) in display orientation, as the model reads it
+            picture = radiological(overlay(img, full))  # anterior up, patient's right on the left
+            Image.fromarray(picture).save(tmp / "overlays" / f"{stem}.png")
             written.append(out / "masks" / f"{stem}.png")
         burden = lesion_burden(tmp / "masks", [r.patient_id for r in records], data.ids)
         (tmp / "lesion_burden.json").write_text(json.dumps(burden, indent=2))

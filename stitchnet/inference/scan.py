@@ -43,6 +43,7 @@ from stitchnet.inference.burden import burden_csv, lesion_burden
 from stitchnet.inference.defaults import load_segmentation_model
 from stitchnet.inference.dicom_seg import write_volume_seg
 from stitchnet.inference.fast import inference_copy
+from stitchnet.inference.orient import mark_orientation, radiological
 from stitchnet.inference.png import WORKERS, write_png
 from stitchnet.inference.segment import Segmentation, segment_volume
 from stitchnet.inference.twin import has_styles
@@ -224,6 +225,8 @@ def _write_report(path: Path, vol: Volume, result: Segmentation, burden: dict[st
 def _write_overlay(
     folder: Path, z: int, hu: np.ndarray, labels: np.ndarray, window: tuple[float, float]
 ) -> None:
-    """The RGB PNG of display slice z; fast zlib level, since a scan has hundreds of them."""
-    rgb = overlay(hu_window(hu[z], window), labels[z])  # (Y, X, 3) uint8
-    write_png(folder / f"slice_{z:04d}.png", rgb, level=1)
+    """The RGB PNG of display slice z as a radiological picture with A / P / R / L at its edges;
+    fast zlib level, since a scan has hundreds of them."""
+    rgb = overlay(hu_window(hu[z], window), labels[z])  # (Y, X, 3) uint8, display orientation
+    picture = mark_orientation(radiological(rgb))  # (X, Y, 3): anterior up, patient's right left
+    write_png(folder / f"slice_{z:04d}.png", picture, level=1)

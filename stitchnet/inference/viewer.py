@@ -7,6 +7,8 @@ draws it on a canvas. Per slice, one RGB PNG "base" holds
 and, only when an uncertainty map or a healthy twin is given, one RGB PNG "extra" holds
     R, G: the healthy twin in the two windows, B: the uncertainty scaled to 0..255.
 Packing the layers into colour channels keeps them pixel-aligned and lossless at one decode each.
+Every layer is packed as a radiological picture (orient.py: anterior up, the patient's right on the
+image's left), and A / P / R / L stand in a margin at the middle of the image box's four edges.
 
 State can be set from the URL, as query or hash, so a headless browser needs no clicks:
     report.html?slice=12&overlay=0  or  report.html#slice=12&window=soft&opacity=80
@@ -27,11 +29,13 @@ from typing import Any
 import numpy as np
 
 from stitchnet.figures import LESION_COLOURS
+from stitchnet.inference.orient import EDGE_LETTERS, radiological
 from stitchnet.inference.png import encode_png, map_threads
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU: width 1500, level -600, the usual lung window
 SOFT_WINDOW = (-160.0, 240.0)  # HU: width 400, level 40, the usual soft-tissue window
-VIEW_PX = 512  # the image box is VIEW_PX square at the page's top left (tests crop it there)
+VIEW_PX = 512  # the image box is VIEW_PX square, VIEW_ORIGIN px from the page's top left corner
+VIEW_ORIGIN = 20  # px: the margin around the box that holds the R / L / A / P letters
 HEAT = (255, 140, 0)  # uncertainty tint, orange: far from both lesion colours
 LUNG_EDGE = (255, 230, 0)  # lung-field outline
 SERIES_COLOURS = {"ggo": "#00d900", "consolidation": "#1a4dff"}
@@ -68,6 +72,8 @@ def encode_slices(
 ) -> list[dict[str, str | None]]:
     """Per slice {"b": base PNG URI, "e": extra PNG URI or None}; layout in the module doc.
 
+    The PNGs hold radiological pictures (orient.radiological): (X, Y) of the display slice.
+
     uncertainty_max: the value shown at full tint (default log 4 nats, the entropy of a uniform
     4-class prediction); larger values are clipped.
     """
@@ -86,12 +92,14 @@ def encode_slices(
 
     def encode(k: int) -> dict[str, str | None]:
         base = np.stack([_gray(hu[k], LUNG_WINDOW), _gray(hu[k], SOFT_WINDOW), code[k]], -1)
+        base = radiological(base)  # (Y, X, 3) display -> (X, Y, 3) picture
         extra = None
         if uncertainty is not None or twin_hu is not None:
             t = hu[k] if twin_hu is None else np.asarray(twin_hu[k], dtype=np.float32)
             u = np.zeros(hu.shape[1:]) if uncertainty is None else uncertainty[k]
             u8 = (np.clip(u / uncertainty_max, 0.0, 1.0) * 255).round().astype(np.uint8)
-            extra = _png_uri(np.stack([_gray(t, LUNG_WINDOW), _gray(t, SOFT_WINDOW), u8], -1))
+            extra = np.stack([_gray(t, LUNG_WINDOW), _gray(t, SOFT_WINDOW), u8], -1)
+            extra = _png_uri(radiological(extra))
         return {"b": _png_uri(base), "e": extra}
 
     return list(map_threads(encode, range(hu.shape[0])))  # slices on all cores (png.py)
@@ -179,10 +187,13 @@ def slice_plot(per_slice_ml: Mapping[str, Sequence[float]], n: int) -> str:
 
 _CSS = f"""
 body {{ margin: 0; font: 13px sans-serif; background: #111; color: #ddd; }}
-#box {{ position: absolute; left: 0; top: 0; width: {VIEW_PX}px; height: {VIEW_PX}px;
-  background: #000; display: flex; align-items: center; justify-content: center; }}
+#box {{ position: absolute; left: {VIEW_ORIGIN}px; top: {VIEW_ORIGIN}px; width: {VIEW_PX}px;
+  height: {VIEW_PX}px; background: #000; display: flex; align-items: center;
+  justify-content: center; }}
 #view {{ image-rendering: pixelated; }}
-#panel {{ position: absolute; left: {VIEW_PX + 16}px; top: 0; right: 8px; }}
+.mark {{ position: absolute; width: {VIEW_ORIGIN}px; line-height: {VIEW_ORIGIN}px;
+  text-align: center; font: bold 14px sans-serif; color: #eee; }}
+#panel {{ position: absolute; left: {VIEW_PX + 2 * VIEW_ORIGIN + 16}px; top: 0; right: 8px; }}
 #panel h1 {{ font-size: 16px; margin: 8px 0 2px; }}
 .meta {{ color: #aaa; margin-bottom: 8px; }}
 .row {{ margin: 6px 0; }}
@@ -308,6 +319,19 @@ render();
 """
 
 
+def _marks() -> str:
+    """A / P / R / L in the margin at the middle of the image box's top, bottom, left, right."""
+    mid = VIEW_ORIGIN + (VIEW_PX - VIEW_ORIGIN) // 2  # a letter's cell centred on the box's edge
+    far = VIEW_ORIGIN + VIEW_PX  # the margin beyond the box's bottom / right edge
+    where = {"top": (0, mid), "bottom": (far, mid), "left": (mid, 0), "right": (mid, far)}
+    names = {"A": "anterior", "P": "posterior", "R": "patient's right", "L": "patient's left"}
+    return "".join(
+        f'<div class="mark" id="mark-{edge}" title="{html.escape(names[letter])}" '
+        f'style="top:{where[edge][0]}px;left:{where[edge][1]}px">{letter}</div>'
+        for edge, letter in EDGE_LETTERS.items()
+    )
+
+
 def _controls(has_unc: bool, has_twin: bool, has_lung: bool) -> str:
     def box(key: str, text: str) -> str:
         return f'<label><input type="checkbox" id="{key}"> {text}</label> '
@@ -334,7 +358,8 @@ def _controls(has_unc: bool, has_twin: bool, has_lung: bool) -> str:
         f"({SOFT_WINDOW[0]:.0f}..{SOFT_WINDOW[1]:.0f} HU)</label></div>"
         + (f'<div class="row">{layers}</div>' if layers else "")
         + '<div class="meta">arrows / wheel: slice &middot; PageUp/PageDown: 10 slices '
-        "&middot; o: labels &middot; w: window</div>"
+        "&middot; o: labels &middot; w: window<br>radiological view: anterior up, the "
+        "patient's right on the image's left</div>"
     )
 
 
@@ -353,7 +378,8 @@ def write_viewer(
     """Write the viewer for one scan as a single HTML file and return its path.
 
     Args:
-        hu: (Z, Y, X) the scan in HU, in display orientation (row 0 at the top of the picture).
+        hu: (Z, Y, X) the scan in HU, in display orientation (data.volumes.DISPLAY_AXCODES);
+            the page shows each slice as a radiological picture (orient.radiological).
         labels: (Z, Y, X) class ids 0-3 (2 GGO, drawn green; 3 consolidation, drawn blue).
         lung: (Z, Y, X) lung field (non-zero inside), drawn as an outline layer.
         uncertainty: (Z, Y, X) e.g. predictive entropy in nats; full tint at `uncertainty_max`.
@@ -364,7 +390,8 @@ def write_viewer(
     The page opens at the slice with the most lesion voxels.
     """
     slices = encode_slices(hu, labels, lung, uncertainty, twin_hu, uncertainty_max)
-    z, h, w = np.asarray(hu).shape
+    z = np.asarray(hu).shape[0]
+    h, w = radiological(np.asarray(hu)[0]).shape  # the picture's rows and columns
     lesion_per_slice = (np.asarray(labels) >= 2).reshape(z, -1).sum(axis=1)
     series = {k: [float(v) for v in vals] for k, vals in (per_slice_ml or {}).items()}
     data = {
@@ -383,7 +410,7 @@ def write_viewer(
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body>"
-        '<div id="box"><canvas id="view"></canvas></div><div id="panel">'
+        '<div id="box"><canvas id="view"></canvas></div>' + _marks() + '<div id="panel">'
         f"<h1>{html.escape(title)}</h1><div class='meta'>{meta_line}</div>"
         + _controls(uncertainty is not None, twin_hu is not None, lung is not None)
         + "<h2 style='font-size:14px'>Lesion burden</h2>"

@@ -287,5 +287,5 @@ if __name__ == "__main__":
         for suffix, query in shots.items():
             out = docs / f"segment_report{suffix}.png"
             out.unlink(missing_ok=True)
-            screenshot(html, f"slice={k}&{query}", out, size="1100,560")
+            screenshot(html, f"slice={k}&{query}", out, size="1140,600")
             print(out)

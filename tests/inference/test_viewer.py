@@ -1,8 +1,10 @@
 """The HTML viewer, checked in a real browser: headless Chromium screenshots, read pixel by pixel.
 
 The volume is made of bundled labelled slices, each pasted at its crop offset into MedSeg's
-512 x 512 grid, so the lesions are real. The canvas fills the viewer's 512 px box at the page's
-top left at scale 1, so screenshot pixel (y, x) shows voxel (y, x) of the slice.
+512 x 512 grid, so the lesions are real. The canvas fills the viewer's 512 px box at scale 1, and
+the box shows the radiological picture, the transpose of a display slice (rows Y = patient right
+-> left, columns X = anterior -> posterior): screenshot pixel (row r, col c) of the box shows voxel
+(y, x) = (c, r) of the slice.
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stitchnet.inference.viewer import LUNG_WINDOW, SOFT_WINDOW, VIEW_PX, write_viewer
+from stitchnet.inference.viewer import (
+    LUNG_WINDOW,
+    SOFT_WINDOW,
+    VIEW_ORIGIN,
+    VIEW_PX,
+    write_viewer,
+)
 
 LABELLED = Path(__file__).resolve().parents[2] / "data" / "medseg_covid19_train50"
 SLICES = ("z000", "z002", "z032")  # GGO + consolidation; little GGO; much consolidation
 PNG_WINDOW = (-1250.0, 250.0)  # assumed HU window of the 8-bit PNGs (theirs is unknown)
+BOX = slice(VIEW_ORIGIN, VIEW_ORIGIN + VIEW_PX)  # page pixels of the image box, either axis
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -60,6 +69,11 @@ def bundled_volume(ids=SLICES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def screenshot(html: Path, query: str, out: Path, size: str = "1100,800") -> np.ndarray:
     """The viewer's image box, (VIEW_PX, VIEW_PX, 3) uint8, as Chromium draws it."""
+    return page_screenshot(html, query, out, size)[BOX, BOX]
+
+
+def page_screenshot(html: Path, query: str, out: Path, size: str = "1100,800") -> np.ndarray:
+    """The whole page, (H, W, 3) uint8, as Chromium draws it."""
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         cmd = [
             chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
@@ -68,7 +82,7 @@ def screenshot(html: Path, query: str, out: Path, size: str = "1100,800") -> np.
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     if not out.exists():
         raise AssertionError(f"chromium wrote no screenshot {out}; stderr:\n{proc.stderr[-2000:]}")
-    return np.asarray(Image.open(out).convert("RGB"))[:VIEW_PX, :VIEW_PX]
+    return np.asarray(Image.open(out).convert("RGB"))
 
 
 def tinted(rgb: np.ndarray, channel: int, margin: int = 60) -> np.ndarray:
@@ -127,9 +141,22 @@ def test_base_png_packs_both_windows_labels_and_lung(viewer):
     assert data["start"] == int(np.argmax((labels >= 2).sum(axis=(1, 2))))
     uri = data["slices"][1]["b"].removeprefix("data:image/png;base64,")
     rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))))  # (512, 512, 3)
-    assert np.array_equal(rgb[..., 0], gray(hu[1], LUNG_WINDOW))
-    assert np.array_equal(rgb[..., 1], gray(hu[1], SOFT_WINDOW))
-    assert np.array_equal(rgb[..., 2], labels[1] | ((labels[1] > 0) << 2))
+    # The PNG holds the radiological picture: the transpose of the display slice.
+    assert np.array_equal(rgb[..., 0], gray(hu[1], LUNG_WINDOW).T)
+    assert np.array_equal(rgb[..., 1], gray(hu[1], SOFT_WINDOW).T)
+    assert np.array_equal(rgb[..., 2], (labels[1] | ((labels[1] > 0) << 2)).T)
+
+
+def test_picture_of_a_non_square_scan_is_x_rows_by_y_columns(tmp_path):
+    hu = np.full((2, 6, 10), -1000.0, dtype=np.float32)  # (Z, Y, X): 6 rows R->L, 10 cols A->P
+    hu[0, 5, 0] = 150.0  # the patient's far left, most anterior voxel
+    path = write_viewer(tmp_path / "v.html", hu, np.zeros(hu.shape, np.uint8))
+    data = json.loads(re.search(r'id="data">(.*?)</script>', path.read_text()).group(1))
+    assert (data["h"], data["w"]) == (10, 6)  # rows A->P, columns R->L
+    uri = data["slices"][0]["b"].removeprefix("data:image/png;base64,")
+    lung = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))))[..., 0]  # (10, 6)
+    assert lung.shape == (10, 6)
+    assert lung[0, 5] == 255 and (lung == 255).sum() == 1  # top (anterior), right (patient left)
 
 
 def test_bad_shapes_name_the_layer(tmp_path):
@@ -145,7 +172,7 @@ def test_bad_shapes_name_the_layer(tmp_path):
 def test_overlay_colours_match_the_labels_and_vanish_when_off(browser, tmp_path):
     path, hu, labels, _ = browser
     on = screenshot(path, "slice=0&overlay=1", tmp_path / "on.png")
-    ggo, con = (labels[0] == 2), (labels[0] == 3)
+    ggo, con = (labels[0] == 2).T, (labels[0] == 3).T  # in the picture's orientation
     green, blue = tinted(on, 1), tinted(on, 2)
     # Every green pixel is a GGO voxel and almost every GGO voxel is green (the darkest GGO
     # blended at 50 % can miss the margin); the same for consolidation in blue.
@@ -155,7 +182,7 @@ def test_overlay_colours_match_the_labels_and_vanish_when_off(browser, tmp_path)
     off = screenshot(path, "slice=0&overlay=0", tmp_path / "off.png")
     assert tinted(off, 1, 10).sum() == 0 and tinted(off, 2, 10).sum() == 0
     # With the overlay off the canvas is the lung window of the scan, voxel for voxel.
-    assert np.abs(off[..., 0].astype(int) - gray(hu[0], LUNG_WINDOW)).max() <= 1
+    assert np.abs(off[..., 0].astype(int) - gray(hu[0], LUNG_WINDOW).T).max() <= 1
     assert np.array_equal(off[..., 0], off[..., 1])
 
 
@@ -164,10 +191,10 @@ def test_scrolling_and_windows_change_the_picture(browser, tmp_path):
     path, hu, labels, _ = browser
     first = screenshot(path, "slice=0&overlay=0", tmp_path / "a.png")
     other = screenshot(path, "slice=2&overlay=0", tmp_path / "b.png")
-    assert np.abs(other[..., 0].astype(int) - gray(hu[2], LUNG_WINDOW)).max() <= 1
+    assert np.abs(other[..., 0].astype(int) - gray(hu[2], LUNG_WINDOW).T).max() <= 1
     assert np.mean(first != other) > 0.2
     soft = screenshot(path, "#slice=2&overlay=0&window=soft", tmp_path / "c.png")
-    assert np.abs(soft[..., 0].astype(int) - gray(hu[2], SOFT_WINDOW)).max() <= 1
+    assert np.abs(soft[..., 0].astype(int) - gray(hu[2], SOFT_WINDOW).T).max() <= 1
     # Out-of-range slice numbers are clamped, not an empty canvas.
     last = screenshot(path, "slice=99&overlay=0", tmp_path / "d.png")
     assert np.array_equal(last, other)
@@ -177,12 +204,13 @@ def test_scrolling_and_windows_change_the_picture(browser, tmp_path):
 def test_twin_and_uncertainty_layers(browser, tmp_path):
     path, hu, labels, twin = browser
     t = screenshot(path, "slice=0&overlay=0&twin=1", tmp_path / "twin.png")
-    lesion = labels[0] >= 2
+    lesion = (labels[0] >= 2).T  # in the picture's orientation
     assert np.all(t[..., 0][lesion] == gray(np.float32(-850.0), LUNG_WINDOW))
-    assert np.abs(t[..., 0][~lesion].astype(int) - gray(hu[0], LUNG_WINDOW)[~lesion]).max() <= 1
+    expected = gray(hu[0], LUNG_WINDOW).T
+    assert np.abs(t[..., 0][~lesion].astype(int) - expected[~lesion]).max() <= 1
     u = screenshot(path, "slice=0&overlay=0&uncertainty=1", tmp_path / "unc.png")
     orange = tinted(u, 0)
-    con = labels[0] == 3
+    con = (labels[0] == 3).T
     assert orange[con].mean() > 0.95 and orange[~con].sum() == 0
 
 
@@ -206,6 +234,6 @@ if __name__ == "__main__":
     for name, query in (("overlay", "slice=4&lung=1"), ("soft", "slice=8&window=soft&opacity=35")):
         out = docs / f"viewer_{name}.png"
         out.unlink(missing_ok=True)
-        screenshot(html, query, out, size="1040,540")
+        screenshot(html, query, out, size="1080,580")
         print(out)
     html.unlink()
