@@ -80,7 +80,11 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
 
 
 def run_segment(args: argparse.Namespace) -> None:
-    """Run the parsed `segment` command; errors propagate for cli.main to map to exit status 2."""
+    """Run the parsed `segment` command; errors propagate for cli.main to map to exit status 2.
+    An optional output that failed gets a warning on stderr and the run still succeeds."""
+    import sys
+
+    from stitchnet.inference.outputs import failure_note
     from stitchnet.inference.scan import segment_scan
 
     burden = segment_scan(
@@ -103,6 +107,9 @@ def run_segment(args: argparse.Namespace) -> None:
     written += ["labels_seg.dcm"] if args.dicom_seg else []
     written += (burden.get("uncertainty") or {}).get("files", [])
     written += (burden.get("healthy_twin") or {}).get("files", [])
+    failed = burden.get("failed_outputs", [])
+    left_out = {name for failure in failed for name in failure["files"]}
+    written = [name for name in written if name not in left_out]
     total = burden["regions"]["total"]
     pct = total["lesion_pct"]
     print(
@@ -110,5 +117,9 @@ def run_segment(args: argparse.Namespace) -> None:
         f"{total['consolidation_ml']:.1f} mL ({'n/a' if pct is None else f'{pct:.1f}'} % of "
         f"lung); wrote {args.out}/{', '.join(written)}"
     )
+    warnings = [failure_note(failure) for failure in failed]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for note in burden["notes"]:
-        print(f"note: {note}")
+        if note not in warnings:  # burden.json notes each failure too; say it once
+            print(f"note: {note}")

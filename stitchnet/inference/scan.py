@@ -21,6 +21,11 @@ with dicom_seg=True (DICOM input only, dicom_seg.py):
 
 Everything is written into a temporary folder beside DIR and renamed to DIR at the end, so an
 error or an interruption never leaves a DIR that looks complete.
+
+Only the first four files are required: an error there fails the run. An optional output (the
+overlays, report.html, the uncertainty maps, the healthy twin, labels_seg.dcm) that fails is left
+out whole (outputs.py), the rest of DIR is still written, and burden.json names it under
+"failed_outputs" ({"output", "files", "error"}) and in "notes".
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from stitchnet.inference.defaults import load_segmentation_model
 from stitchnet.inference.dicom_seg import write_volume_seg
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.orient import mark_orientation, radiological
+from stitchnet.inference.outputs import OptionalOutput, failure_note, run_here, settle
 from stitchnet.inference.png import WORKERS, write_png
 from stitchnet.inference.segment import Segmentation, segment_volume
 from stitchnet.inference.twin import has_styles
@@ -142,34 +148,55 @@ def segment_scan(
     with staged_dir(out, f".{out.name}-segment-") as tmp, ThreadPoolExecutor(WORKERS) as pool:
         # The NIfTI files (gzip) and overlay PNGs (zlib) compress with the interpreter lock
         # released, so they go to a thread pool and run beside the report on the other cores.
-        volumes = [
-            ("labels.nii.gz", result.labels, np.uint8),
-            ("lung.nii.gz", result.lung, np.uint8),
+        required = [
+            pool.submit(write_label_volume, vol, result.labels, tmp / "labels.nii.gz", np.uint8),
+            pool.submit(write_label_volume, vol, result.lung, tmp / "lung.nii.gz", np.uint8),
         ]
-        if result.entropy is not None:
-            volumes.append(("uncertainty.nii.gz", result.entropy, np.float32))
-            volumes.append(("uncertainty_mi.nii.gz", result.mutual_info, np.float32))
-            (tmp / "uncertainty.csv").write_text(
-                uncertainty_csv(result.entropy, result.mutual_info, result.lung)
+        # Optional outputs: one that fails is left out and named in burden.json; the labels,
+        # the lung and the burden, computed already, are not lost with it.
+        optional = []
+        if uncertainty:
+            maps = (
+                ("uncertainty.nii.gz", result.entropy),
+                ("uncertainty_mi.nii.gz", result.mutual_info),
             )
-        if result.twin_hu is not None:
-            diff = result.twin_hu - vol.hu.astype(np.float32)  # (Z, Y, X), 0 off the lesions
-            volumes.append(("healthy_twin.nii.gz", result.twin_hu, np.float32))
-            volumes.append(("healthy_twin_diff.nii.gz", diff, np.float32))
-        jobs = [pool.submit(write_label_volume, vol, a, tmp / name, t) for name, a, t in volumes]
+            jobs = [
+                pool.submit(write_label_volume, vol, array, tmp / name, np.float32)
+                for name, array in maps
+            ]
+            csv = (tmp / "uncertainty.csv", result.entropy, result.mutual_info, result.lung)
+            jobs.append(run_here(_write_uncertainty_csv, *csv))
+            files = tuple(burden["uncertainty"]["files"])
+            optional.append(OptionalOutput("uncertainty", files, jobs))
+        if make_twin:
+            twin, diff = tmp / "healthy_twin.nii.gz", tmp / "healthy_twin_diff.nii.gz"
+            jobs = [
+                pool.submit(write_label_volume, vol, result.twin_hu, twin, np.float32),
+                pool.submit(_write_twin_diff, vol, result.twin_hu, diff),
+            ]
+            files = tuple(burden["healthy_twin"]["files"])
+            optional.append(OptionalOutput("healthy_twin", files, jobs))
         if overlays:
-            (tmp / "overlays").mkdir()
+            pngs = OptionalOutput("overlays", ("overlays",), [run_here((tmp / "overlays").mkdir)])
             window = run_cfg.data.lung_window
-            jobs += [
+            pngs.jobs += [
                 pool.submit(_write_overlay, tmp / "overlays", z, vol.hu, result.labels, window)
                 for z in range(vol.hu.shape[0])
             ]
+            optional.append(pngs)
         if report:
-            _write_report(tmp / "report.html", vol, result, burden)
+            job = run_here(_write_report, tmp / "report.html", vol, result, burden)
+            optional.append(OptionalOutput("report", ("report.html",), [job]))
         if dicom_seg:
-            write_volume_seg(tmp / "labels_seg.dcm", vol, result.labels, model_info)
-        for job in jobs:
-            job.result()  # re-raises a failed write here, inside staged_dir
+            job = run_here(write_volume_seg, tmp / "labels_seg.dcm", vol, result.labels, model_info)
+            optional.append(OptionalOutput("dicom_seg", ("labels_seg.dcm",), [job]))
+        for job in required:
+            job.result()  # re-raises a failed required write here, inside staged_dir
+        burden["failed_outputs"] = settle(optional, tmp, shown_as=out)
+        for failure in burden["failed_outputs"]:
+            burden["notes"].append(failure_note(failure))
+            if burden.get(failure["output"]):  # "uncertainty", "healthy_twin": files now absent
+                burden[failure["output"]]["files"] = []
         (tmp / "burden.csv").write_text(burden_csv(burden["regions"]))
         # burden.json last: inside the folder too, its presence marks a complete output.
         (tmp / "burden.json").write_text(json.dumps(burden, indent=2))
@@ -190,6 +217,18 @@ def _uncertainty_summary(
         "mean_entropy_lung": float(result.entropy[inside].mean()),
         "mean_mi_lung": float(result.mutual_info[inside].mean()),
     }
+
+
+def _write_uncertainty_csv(
+    path: Path, entropy: np.ndarray, mutual_info: np.ndarray, lung: np.ndarray
+) -> None:
+    path.write_text(uncertainty_csv(entropy, mutual_info, lung))
+
+
+def _write_twin_diff(vol: Volume, twin_hu: np.ndarray, path: Path) -> None:
+    """healthy_twin_diff.nii.gz: twin - scan in HU, computed here, on the writer's thread."""
+    diff = twin_hu - vol.hu.astype(np.float32)  # (Z, Y, X), 0 off the lesions
+    write_label_volume(vol, diff, path, np.float32)
 
 
 def _write_report(path: Path, vol: Volume, result: Segmentation, burden: dict[str, Any]) -> None:

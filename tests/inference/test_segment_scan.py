@@ -8,6 +8,7 @@ lungs enclosed by the body, as real scans do. The shipped default model segments
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image
 
 from stitchnet.cli import main
 from stitchnet.data.volumes import read_volume
+from stitchnet.inference import scan as scan_module
 from stitchnet.inference.burden import lesion_burden
 from stitchnet.inference.defaults import DEFAULT_MODEL
 from stitchnet.inference.scan import segment_scan
@@ -89,7 +91,8 @@ def dicom_run(tmp_path_factory):
 def test_dicom_tree_outputs_geometry_and_series(dicom_run):
     root, _, hu, out, burden = dicom_run
     # The shipped default is StitchNet-family (stitchnet-skip), so the healthy twin comes too.
-    assert sorted(p.name for p in out.iterdir()) == [
+    # (Hidden names are the output folder's own bookkeeping, not outputs.)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "burden.csv",
         "burden.json",
         "healthy_twin.nii.gz",
@@ -100,6 +103,7 @@ def test_dicom_tree_outputs_geometry_and_series(dicom_run):
         "report.html",
     ]
     assert burden["series_uid"] == "1.2.3.4.100"  # the CT series with the most slices
+    assert burden["failed_outputs"] == []
     assert json.loads((out / "burden.json").read_text()) == burden
     labels = nib.load(out / "labels.nii.gz")
     expected_affine = vf.dicom_affine(N)
@@ -189,3 +193,105 @@ def test_bad_input_exit_2_and_nothing_complete(tmp_path, capsys, case, message):
     assert err.startswith("stitchnet segment: error:") and message in err
     assert not out.exists()
     assert not (out.parent.exists() and any(out.parent.iterdir()))  # no temp folder either
+
+
+REQUIRED = ("labels.nii.gz", "lung.nii.gz", "burden.json", "burden.csv")
+# Each optional output and what it writes, as docs/segment.md lists them.
+OPTIONAL = {
+    "uncertainty": ["uncertainty.nii.gz", "uncertainty_mi.nii.gz", "uncertainty.csv"],
+    "healthy_twin": ["healthy_twin.nii.gz", "healthy_twin_diff.nii.gz"],
+    "overlays": ["overlays"],
+    "report": ["report.html"],
+    "dicom_seg": ["labels_seg.dcm"],
+}
+ALL_OUTPUTS = ["--uncertainty", "--samples", "2", "--dicom-seg", "--quiet"]
+
+
+def _disk_full(path: Path) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def _break_volume_writes(monkeypatch, bad_name: str) -> None:
+    """write_label_volume, as segment_scan calls it, fails for the file `bad_name` only."""
+    real = scan_module.write_label_volume
+
+    def write(vol, array, path, dtype):
+        if Path(path).name == bad_name:
+            raise _disk_full(path)
+        return real(vol, array, path, dtype)
+
+    monkeypatch.setattr(scan_module, "write_label_volume", write)
+
+
+def _break(monkeypatch, output: str) -> str:
+    """Make one optional output's writer raise; return the error burden.json should name."""
+    if output == "uncertainty":
+        # The second of its three files fails: the other two must go with it.
+        _break_volume_writes(monkeypatch, "uncertainty_mi.nii.gz")
+        return "OSError: [Errno 28] No space left on device: '{out}/uncertainty_mi.nii.gz'"
+    if output == "healthy_twin":
+        _break_volume_writes(monkeypatch, "healthy_twin.nii.gz")
+        return "OSError: [Errno 28] No space left on device: '{out}/healthy_twin.nii.gz'"
+    if output == "overlays":
+        real = scan_module._write_overlay
+
+        def overlay(folder, z, hu, labels, window):
+            if z == 2:  # one slice of four: the PNGs written beside it must not stay
+                raise MemoryError("overlay of slice 2")
+            real(folder, z, hu, labels, window)
+
+        monkeypatch.setattr(scan_module, "_write_overlay", overlay)
+        return "MemoryError: overlay of slice 2"
+
+    def fail(*args, **kwargs):
+        raise ValueError(f"{output} writer broken")
+
+    # The report's and the SEG's writers, as scan.py calls them.
+    monkeypatch.setattr(
+        scan_module, "write_viewer" if output == "report" else "write_volume_seg", fail
+    )
+    return f"ValueError: {output} writer broken"
+
+
+@pytest.mark.parametrize("output", list(OPTIONAL))
+def test_failed_optional_output_costs_nothing_else(
+    dicom_run, tmp_path, capsys, monkeypatch, output
+):
+    root = dicom_run[0]
+    error = _break(monkeypatch, output)
+    out = tmp_path / "out"
+    assert main(["segment", str(root / "tree"), "--out", str(out), *ALL_OUTPUTS]) == 0
+
+    error = error.format(out=out)  # the message names the final folder, not the staging one
+    captured = capsys.readouterr()
+    files = OPTIONAL[output]
+    note = f"{output} ({', '.join(files)}) not written: {error}"
+    assert f"warning: {note}" in captured.err.splitlines()
+    assert note not in captured.out  # said once, as the warning
+    wrote = captured.out.split(" wrote ", 1)[1].splitlines()[0]
+    assert not [name for name in files if name in wrote]
+    assert all(name in wrote for name in REQUIRED)
+
+    present = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    others = {name for key, names in OPTIONAL.items() if key != output for name in names}
+    assert present == set(REQUIRED) | others  # every other output is whole; this one is gone
+    burden = json.loads((out / "burden.json").read_text())
+    assert burden["failed_outputs"] == [{"output": output, "files": files, "error": error}]
+    assert note in burden["notes"]
+    if output in ("uncertainty", "healthy_twin"):
+        assert burden[output]["files"] == []
+    # The required outputs are those of an unbroken run.
+    labels = np.asarray(nib.load(out / "labels.nii.gz").dataobj)
+    assert np.array_equal(labels, np.asarray(nib.load(dicom_run[3] / "labels.nii.gz").dataobj))
+    assert burden["regions"] == dicom_run[4]["regions"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_failed_required_output_leaves_no_output(dicom_run, tmp_path, capsys, monkeypatch):
+    _break_volume_writes(monkeypatch, "lung.nii.gz")
+    out = tmp_path / "results" / "out"
+    code = main(["segment", str(dicom_run[0] / "tree"), "--out", str(out), *ALL_OUTPUTS])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "No space left on device" in err and "lung.nii.gz" in err
+    assert not out.exists()
+    assert not any(out.parent.iterdir())  # no staging folder either
