@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test lint bench clean browser dicom3tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -27,7 +27,14 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		>/dev/null 2>&1 || echo "chromium not installed: the viewer's browser tests will be skipped"
 
-test: $(STAMP) browser
+# Debian's dicom3tools for dciodvfy, which checks the DICOM SEG that `segment --dicom-seg` writes
+# (tests/inference/test_dicom_seg.py skips without it): same rules as chromium above.
+dicom3tools:
+	@command -v dciodvfy >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools) \
+		>/dev/null 2>&1 || echo "dicom3tools not installed: the DICOM SEG validation test will be skipped"
+
+test: $(STAMP) browser dicom3tools
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

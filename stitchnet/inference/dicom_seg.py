@@ -5,10 +5,22 @@ frame placed on the source slice it covers, so a PACS or a DICOM viewer shows th
 original series. highdicom builds and checks the object; this module only maps the classes to
 segment descriptions and the display labels back to the source slices' own pixel grid.
 
-Codes: "Lung" is SNOMED CT (pydicom's code dictionary). pydicom's dictionary has no SNOMED CT
-concept for ground-glass opacity or consolidation, so those two segments carry a local coding
-scheme ("99STITCHNET"; DICOM reserves the "99" prefix for private schemes) under the SNOMED CT
-category "Morphologically Abnormal Structure", with the lung as their anatomic region.
+Codes, each looked up in DICOM PS3.16 as pydicom ships it (`pydicom.sr.codedict.codes`, generated
+from PS3.16's context groups; CID names from `pydicom.sr._cid_dict`):
+- healthy lung: SCT 39607008 "Lung" (`codes.SCT.Lung`; CID 6100 Chest Component Category),
+  category SCT 91723000 "Anatomical Structure" (CID 7150 Segmentation Property Category).
+- ground-glass opacity: DCM 112120 "Ground glass opacity" (`codes.DCM.GroundGlassOpacity`;
+  CID 6102 Chest Finding or Feature Modifier and CID 6104 Abnormal Opacity Finding or Feature).
+  PS3.16 lists no SNOMED CT concept for it, only this code of DICOM's own scheme, which every
+  DICOM reader knows. Category SCT 49755003 "Morphologically Abnormal Structure" (CID 7150).
+- consolidation: no context group of PS3.16 has a code for it, under any scheme (no concept of
+  pydicom's dictionaries names it), so it keeps a private scheme, "99STITCHNET" (DICOM reserves
+  the "99" prefix for them), declared in the SEG's Coding Scheme Identification Sequence as
+  PS3.3 asks of a scheme not in PS3.16's table of schemes. Same category as GGO.
+Both lesion segments name the lung as their anatomic region.
+
+The source headers go to highdicom as copies fixed for two things real series carry: absent
+Type 2 patient and study attributes, and an empty SpecificCharacterSet (`_for_highdicom`).
 """
 
 from __future__ import annotations
@@ -22,7 +34,10 @@ import numpy as np
 
 from stitchnet.data.volumes import Volume, VolumeError
 
-LOCAL_SCHEME = "99STITCHNET"  # private coding scheme for the lesion classes without a code
+LOCAL_SCHEME = "99STITCHNET"  # private coding scheme for consolidation, which PS3.16 lacks
+# The first value of a multi-valued SpecificCharacterSet when it is empty: the default repertoire
+# with code extensions (PS3.3 C.12.1.1.2), the term highdicom accepts for it.
+DEFAULT_REPERTOIRE_EXTENSIONS = "ISO 2022 IR 6"
 SERIES_NUMBER_OFFSET = 1000  # the SEG's SeriesNumber: the source's + this, a common convention
 # Type 2 patient and study attributes of a CT image (present, possibly empty). highdicom copies
 # them into the SEG and needs them present; some anonymisers drop them, so absent ones are added
@@ -54,7 +69,7 @@ def _segment_descriptions(model_name: str, version: str) -> list[Any]:
     lesion = codes.SCT.MorphologicallyAbnormalStructure
     segments = [
         (1, "healthy lung", codes.SCT.AnatomicalStructure, codes.SCT.Lung),
-        (2, "ground-glass opacity", lesion, _local("GGO", "Ground glass opacity")),
+        (2, "ground-glass opacity", lesion, codes.DCM.GroundGlassOpacity),
         (3, "consolidation", lesion, _local("CONS", "Consolidation")),
     ]
     return [
@@ -75,6 +90,17 @@ def _local(value: str, meaning: str) -> Any:
     from highdicom.sr import CodedConcept
 
     return CodedConcept(value=value, scheme_designator=LOCAL_SCHEME, meaning=meaning)
+
+
+def _local_scheme() -> Any:
+    """The Coding Scheme Identification item that declares LOCAL_SCHEME inside the SEG."""
+    from highdicom.coding_schemes import CodingSchemeIdentificationItem
+
+    return CodingSchemeIdentificationItem(
+        designator=LOCAL_SCHEME,
+        name="stitchnet lesion classes",
+        responsible_organization="stitchnet",
+    )
 
 
 def write_dicom_seg(
@@ -109,7 +135,7 @@ def write_dicom_seg(
         )
     series_number = int(getattr(first, "SeriesNumber", 0) or 0) + SERIES_NUMBER_OFFSET
     seg = hd.seg.Segmentation(
-        source_images=[_with_type2(ds) for ds in source_datasets],
+        source_images=[_for_highdicom(ds) for ds in source_datasets],
         pixel_array=labels,  # a label map: value v marks segment v, 0 none
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=_segment_descriptions(model_name, version),
@@ -122,6 +148,7 @@ def write_dicom_seg(
         software_versions=version,
         device_serial_number=device_serial_number,
         series_description="stitchnet lesion segmentation",
+        coding_schemes=[_local_scheme()],
         # highdicom refuses an instance with no frames, so an all-background result keeps them.
         omit_empty_frames=bool(labels.any()),
     )
@@ -130,15 +157,40 @@ def write_dicom_seg(
     return path
 
 
-def _with_type2(ds: Any) -> Any:
-    """A copy of a source header with every absent TYPE2_PATIENT_STUDY attribute added empty."""
+def _for_highdicom(ds: Any) -> Any:
+    """A source header as highdicom takes it: `ds` itself, or a copy with every absent
+    TYPE2_PATIENT_STUDY attribute added empty and an empty SpecificCharacterSet mended.
+
+    An empty SpecificCharacterSet means the default repertoire (ISO_IR 6), as an absent one
+    does, but highdicom copies the value into the SEG and refuses '' as no known character set;
+    the copy drops it. In a multi-valued one an empty first value is the default repertoire with
+    code extensions, spelled out here as highdicom knows it.
+    """
     missing = [k for k in TYPE2_PATIENT_STUDY if k not in ds]
-    if not missing:
+    charset = _character_set(ds)
+    if not missing and charset == ds.get("SpecificCharacterSet"):
         return ds
     ds = copy.deepcopy(ds)
     for keyword in missing:
         setattr(ds, keyword, None)  # pydicom writes None as an empty value
+    if charset is None:
+        if "SpecificCharacterSet" in ds:
+            del ds.SpecificCharacterSet
+    else:
+        ds.SpecificCharacterSet = charset
     return ds
+
+
+def _character_set(ds: Any) -> str | list[str] | None:
+    """`ds`'s SpecificCharacterSet with empty values resolved; None for the default repertoire."""
+    value = ds.get("SpecificCharacterSet")
+    values = [value] if isinstance(value, str) else list(value or [])
+    values = [str(v).strip() for v in values]
+    if not any(values):
+        return None  # absent, '' or all empty: the default repertoire
+    if len(values) == 1:
+        return values[0]
+    return [values[0] or DEFAULT_REPERTOIRE_EXTENSIONS, *values[1:]]
 
 
 def write_volume_seg(

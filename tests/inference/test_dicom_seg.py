@@ -3,6 +3,9 @@ highdicom and compared, frame by frame, with labels.nii.gz and with the source s
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -15,11 +18,12 @@ import volume_factory as vf
 
 from stitchnet.cli import main
 from stitchnet.data.volumes import read_volume
-from stitchnet.inference.dicom_seg import write_volume_seg
+from stitchnet.inference.dicom_seg import _for_highdicom, write_volume_seg
 
 SIZE = 64  # px per slice side
 N = 4  # slices
 MODEL_INFO = {"model_name": "unet", "path": "/runs/x/best.pt"}
+REAL_CT = vf.REPO / "data" / "realct_nonlesion_dev" / "cip_copdgene_abdomen2"  # 2 real slices
 
 
 def _sources_by_position(folder: Path) -> list[pydicom.Dataset]:
@@ -118,3 +122,141 @@ def test_dicom_seg_refused_without_dicom_source(tmp_path, capsys, kind):
     assert "--dicom-seg needs a DICOM source series" in err and kind in err
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _with_character_set(folder: Path, value: str | list[str]) -> None:
+    """Rewrite every file of a series with SpecificCharacterSet = value."""
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = value
+        ds.save_as(path)
+
+
+def _box_labels(shape: tuple[int, ...]) -> np.ndarray:
+    """(Z, Y, X) display labels with all three classes on every slice but the last."""
+    labels = np.zeros(shape, dtype=np.uint8)
+    y, x = shape[1] // 8, shape[2] // 8
+    labels[:-1, y : 4 * y, x : 4 * x] = 1
+    labels[:-1, 2 * y : 3 * y, 2 * x : 3 * x] = 2
+    labels[:-1, 5 * y : 6 * y, 5 * x : 7 * x] = 3
+    return labels
+
+
+def test_cli_dicom_seg_of_series_with_empty_character_set(tmp_path, capsys):
+    # An empty SpecificCharacterSet means the default repertoire; highdicom refuses '' itself,
+    # which once cost the whole output folder.
+    folder, _, _ = vf.make_dicom_series(tmp_path / "tree", 3, SIZE)
+    _with_character_set(folder, "")
+    assert pydicom.dcmread(next(folder.iterdir())).SpecificCharacterSet == ""
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "tree"), "--out", str(out), "--dicom-seg", "--quiet"]
+    assert main([*args, "--no-overlays", "--no-report", "--no-twin"]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "labels_seg.dcm" in captured.out
+    assert json.loads((out / "burden.json").read_text())["failed_outputs"] == []
+
+    seg = hd.seg.segread(out / "labels_seg.dcm")
+    assert "SpecificCharacterSet" not in seg  # absent: the default repertoire, as in the source
+    sources = _sources_by_position(folder)
+    labels = np.asarray(nib.load(out / "labels.nii.gz").dataobj)  # (C, R, N)
+    frames = _frames(seg, sources)  # (N, R, C, 3)
+    for k in range(3):
+        for c in (1, 2, 3):
+            assert np.array_equal(frames[k, :, :, c - 1], labels[:, :, k].T == c), (k, c)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("", None),  # empty: the default repertoire, as if absent
+        (["", ""], None),
+        (["", "ISO 2022 IR 100"], ["ISO 2022 IR 6", "ISO 2022 IR 100"]),  # PS3.3 C.12.1.1.2
+        ("ISO_IR 100", "ISO_IR 100"),
+    ],
+)
+def test_character_set_given_to_highdicom(value, expected):
+    ds = pydicom.Dataset()
+    ds.PatientName = "Doe^Jane"
+    ds.SpecificCharacterSet = value
+    fixed = _for_highdicom(ds)
+    assert fixed.get("SpecificCharacterSet") == expected
+    assert ds.SpecificCharacterSet == value  # the caller's header is left as it was
+    assert "PatientID" in fixed and not fixed.PatientID  # Type 2: added, empty, to the copy
+    assert "PatientID" not in ds
+
+
+def test_segment_codes_come_from_dicom_tables(tmp_path):
+    folder, _, _ = vf.make_dicom_series(tmp_path / "tree", N, SIZE)
+    vol = read_volume(tmp_path / "tree")
+    seg = hd.seg.segread(
+        write_volume_seg(tmp_path / "seg.dcm", vol, _box_labels(vol.hu.shape), MODEL_INFO)
+    )
+
+    def code(item):
+        return (item.CodingSchemeDesignator, item.CodeValue, item.CodeMeaning)
+
+    segments = seg.SegmentSequence
+    types = [code(s.SegmentedPropertyTypeCodeSequence[0]) for s in segments]
+    categories = [code(s.SegmentedPropertyCategoryCodeSequence[0]) for s in segments]
+    # PS3.16: CID 6100 (Lung), CID 6102 / 6104 (Ground glass opacity), CID 7150 (categories).
+    assert types == [
+        ("SCT", "39607008", "Lung"),
+        ("DCM", "112120", "Ground glass opacity"),
+        ("99STITCHNET", "CONS", "Consolidation"),  # no code in PS3.16: a declared private one
+    ]
+    assert categories == [
+        ("SCT", "91723000", "Anatomical Structure"),
+        ("SCT", "49755003", "Morphologically Abnormal Structure"),
+        ("SCT", "49755003", "Morphologically Abnormal Structure"),
+    ]
+    for s in segments[1:]:
+        assert code(s.AnatomicRegionSequence[0]) == ("SCT", "39607008", "Lung")
+    declared = [item.CodingSchemeDesignator for item in seg.CodingSchemeIdentificationSequence]
+    assert declared == ["99STITCHNET"]
+
+
+def test_dicom_tables_hold_the_codes_and_no_consolidation():
+    # The tables the codes were taken from, as pydicom ships them: the SEG's claims stay true.
+    from pydicom.sr._cid_dict import cid_concepts, name_for_cid
+    from pydicom.sr._concepts_dict import concepts
+
+    assert name_for_cid[6104] == "AbnormalOpacityFindingorFeature"
+    assert "GroundGlassOpacity" in cid_concepts[6104]["DCM"]
+    assert concepts["DCM"]["GroundGlassOpacity"] == {
+        "112120": ("Ground glass opacity", [6102, 6104])
+    }
+    assert "Lung" in cid_concepts[6100]["SCT"] and "39607008" in concepts["SCT"]["Lung"]
+    assert {"AnatomicalStructure", "MorphologicallyAbnormalStructure"} <= set(
+        cid_concepts[7150]["SCT"]
+    )
+    names = [name.lower() for scheme in concepts.values() for name in scheme]
+    assert not [name for name in names if "consolidat" in name]
+
+
+DCIODVFY = shutil.which("dciodvfy")
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian package dicom3tools) not installed")
+@pytest.mark.parametrize("source", ["factory_empty_charset", "real_ct"])
+def test_dciodvfy_finds_no_error_in_the_seg(tmp_path, source):
+    if source == "real_ct":
+        folder = REAL_CT  # a real scanner's headers (GE LightSpeed VCT, ISO_IR 100)
+    else:
+        folder, _, _ = vf.make_dicom_series(tmp_path / "tree", 3, SIZE)
+        _with_character_set(folder, "")
+    vol = read_volume(folder)
+    path = write_volume_seg(tmp_path / "seg.dcm", vol, _box_labels(vol.hu.shape), MODEL_INFO)
+    assert _dciodvfy_errors(path) == []
+
+    # The check itself finds errors: the same SEG without a Type 1 attribute fails it.
+    broken = pydicom.dcmread(path)
+    del broken.ContentLabel
+    broken.save_as(tmp_path / "broken.dcm")
+    errors = _dciodvfy_errors(tmp_path / "broken.dcm")
+    assert len(errors) == 1 and "ContentLabel" in errors[0]
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    lines = (run.stdout + run.stderr).splitlines()
+    return [line for line in lines if line.startswith("Error")]
