@@ -173,7 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        # argparse has printed the usage error; return its status 2 as every other error does
+        # (--help exits 0, and that exit stays).
+        if not stop.code:
+            raise
+        return stop.code
     # Heavy imports after parsing, so that --help is instant.
     from stitchnet import pipeline
     from stitchnet.reproduce import reproduce, write_report

@@ -30,6 +30,17 @@ not at all. Bad input ends with exit status 2.
 """
 
 
+def positive_int(text: str) -> int:
+    """An argparse `type`: a whole number of at least 1 (slices per batch, posterior draws)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return value
+
+
 def add_segment_command(sub: Any) -> argparse.ArgumentParser:
     """Add the `segment` subcommand to `stitchnet`'s subparsers; its run function is the default
     `func` of the parsed namespace."""
@@ -49,7 +60,9 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
         help="run folder (uses best.pt) or .pt checkpoint; default: shipped",
     )
     p.add_argument("--series", default=None, help="SeriesInstanceUID when the folder has several")
-    p.add_argument("--batch-size", type=int, default=32, help="slices per batch (default 32)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=32, help="slices per batch (default 32)"
+    )
     p.add_argument("--no-overlays", action="store_true", help="skip the per-slice PNGs")
     p.add_argument("--no-report", action="store_true", help="skip DIR/report.html")
     p.add_argument(
@@ -57,7 +70,7 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=8,
         help="posterior draws of z for --uncertainty with StitchNet models (default 8)",
     )
