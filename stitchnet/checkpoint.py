@@ -25,16 +25,11 @@ under the final name.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickletools
 import re
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +38,7 @@ import stitchnet
 from stitchnet.config import RunConfig
 from stitchnet.models import config_from_dict, model_class
 from stitchnet.models.base import SegmentationModel
+from stitchnet.outdir import atomic_write
 
 FORMAT = "stitchnet-checkpoint"
 FORMAT_VERSION = 2  # 2: objective_name, objective_config, objective_state
@@ -52,44 +48,6 @@ LAST_NAME = "last.pt"
 
 class CheckpointError(ValueError):
     """A file that exists but cannot be used as the checkpoint the caller asked for."""
-
-
-def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
-    """Write `path` through `write(file)` on a temporary sibling, then rename it into place.
-
-    The rename is atomic on one filesystem, so readers see either the old file or the new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-@contextmanager
-def staged_dir(out_dir: str | Path, prefix: str) -> Iterator[Path]:
-    """A temporary folder beside `out_dir`, renamed to it when the block ends without an error
-    and removed when it raises: an output folder is either complete or absent, never half
-    written (a previous `out_dir` is replaced only on success)."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def config_dict(config: Any) -> dict[str, Any]:

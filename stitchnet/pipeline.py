@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stitchnet.checkpoint import model_from_checkpoint, staged_dir
+from stitchnet.checkpoint import model_from_checkpoint
 from stitchnet.config import DATA_PRESETS, TRAIN_PRESETS, RunConfig, check_preset
 from stitchnet.data import load_lung_segmenter, prepare, read_source
 from stitchnet.data.splits import check_no_patient_leak, load_or_make_splits
@@ -31,6 +31,7 @@ from stitchnet.inference.kernel import predict_classes
 from stitchnet.inference.orient import radiological
 from stitchnet.models import model_class, model_config
 from stitchnet.objectives import objective_class, objective_config
+from stitchnet.outdir import check_output, open_output, staged_dir
 from stitchnet.scanner_aug import scanner_config
 from stitchnet.train import TrainResult, train
 
@@ -178,11 +179,12 @@ def fit(
     The split is written to `splits_path` (default `out_dir/splits.json`) and reused on every
     later run; the test metrics go to `out_dir/test/`.
     """
-    out = Path(out_dir)
+    out = check_output(out_dir, "train", inputs=(labelled, unlabelled))
     cfg = run_config(
         model, preset, seed, model_overrides, objective, objective_overrides, **train_overrides
     )
     labelled_set = prepare_folder(labelled, cfg.data, cache_dir, progress, require_masks=True)
+    open_output(out, "train")  # before the split, the first file written into it
     splits, parts = split_parts(labelled_set, Path(splits_path or out / "splits.json"))
     unlabelled_set = None
     if unlabelled is not None and uses_unlabelled(model, objective):
@@ -194,7 +196,6 @@ def fit(
         # Fewer labelled slices, same budget: as many steps per epoch as the full training part.
         steps = math.ceil(len(parts["train"]) / cfg.train.batch_size)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=steps))
-    out.mkdir(parents=True, exist_ok=True)
     result = train(
         cfg,
         parts["train"],
@@ -217,12 +218,15 @@ def evaluate_folder(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Score a trained model on any labelled folder, with the preprocessing it was trained with."""
+    """Score a trained model on any labelled folder, with the preprocessing it was trained with.
+    `out_dir` gets metrics.json and per_image.csv, replacing an earlier evaluation there."""
+    check_output(out_dir, "evaluate", inputs=(run_or_checkpoint, folder))
     model, ckpt = model_from_checkpoint(run_or_checkpoint)
     cfg = RunConfig.from_dict(ckpt["run_config"])
     data = prepare_folder(folder, cfg.data, cache_dir, progress, require_masks=True)
     result = evaluate(model, data)
-    write_evaluation(result, out_dir)
+    with staged_dir(out_dir, "evaluate") as tmp:
+        write_evaluation(result, tmp)
     return result
 
 
@@ -239,12 +243,13 @@ def predict_folder(
     Everything is written to a temporary folder first and moved into place at the end, so an
     interrupted or failed run never leaves output that looks complete.
     """
+    check_output(out_dir, "predict", inputs=(run_or_checkpoint, folder))
     model, ckpt = model_from_checkpoint(run_or_checkpoint)
     cfg = RunConfig.from_dict(ckpt["run_config"])
     records, data = _read_and_prepare(folder, cfg.data, cache_dir, progress)
     out = Path(out_dir)
     written = []
-    with staged_dir(out, ".predict-") as tmp:
+    with staged_dir(out, "predict") as tmp:
         (tmp / "masks").mkdir()
         (tmp / "overlays").mkdir()
         full_masks = predict_classes(

@@ -16,6 +16,7 @@ import torch
 
 from stitchnet import figures
 from stitchnet.metrics import ABSENT_RULE
+from stitchnet.outdir import check_report_folder
 
 TABLE1_ROWS = (("GGO", "ggo"), ("CON", "consolidation"), ("Background", "background"))
 METRICS = ("iou", "f1", "recall", "precision")
@@ -373,6 +374,7 @@ def _ssl_sections(out: Path, runs: dict, label: dict) -> list[str]:
 def build_report(out: Path) -> Path:
     from stitchnet.reproduce import environment
 
+    check_report_folder(out)  # report.md, report.html and figures/ go into reproduce folders only
     runs = collect(out)
     if not runs:
         raise ValueError(f"{out}: no finished runs (runs/*/seed*/test/metrics.json) to report on")

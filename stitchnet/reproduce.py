@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from stitchnet import __version__, pipeline
+from stitchnet.outdir import check_output, open_output
 
 
 @dataclass(frozen=True)
@@ -358,8 +359,8 @@ def reproduce(
     protocol = PROTOCOLS[preset]
     variants = protocol.variants if variants is None else variants
     seeds = range(n_seeds if n_seeds is not None else protocol.seeds)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output(out_dir, "reproduce", inputs=(labelled, unlabelled))
+    open_output(out, "reproduce")
     splits_path = out / "splits.json"
     started = time.perf_counter()
     if jobs > 1:

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from stitchnet.checkpoint import staged_dir
 from stitchnet.data.sources import hu_window
 from stitchnet.data.volumes import Volume, VolumeError, read_volume, write_label_volume
 from stitchnet.figures import overlay
@@ -56,6 +55,7 @@ from stitchnet.inference.twin import has_styles
 from stitchnet.inference.twin import twin_mode as parse_twin_mode
 from stitchnet.inference.uncertainty import uncertainty_csv
 from stitchnet.inference.viewer import lesion_ml_per_slice, write_viewer
+from stitchnet.outdir import check_output, staged_dir
 
 REPORT_COLUMNS = ("lung_ml", "ggo_ml", "consolidation_ml", "lesion_ml", "lesion_pct")
 
@@ -97,6 +97,7 @@ def segment_scan(
         dicom_seg: also write DIR/labels_seg.dcm, a DICOM SEG over the source series (DICOM
             input only; other inputs are refused before anything is computed).
     """
+    check_output(out_dir, "segment", inputs=(scan, model))  # before any model or scan is read
     if uncertainty and samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
     parse_twin_mode(twin_mode)  # a wrong mode is refused before anything is read
@@ -145,7 +146,7 @@ def segment_scan(
             f"StitchNet-family models (stitchnet, ladder, stitchnet-skip) can draw one"
         )
     out = Path(out_dir)
-    with staged_dir(out, f".{out.name}-segment-") as tmp, ThreadPoolExecutor(WORKERS) as pool:
+    with staged_dir(out, "segment") as tmp, ThreadPoolExecutor(WORKERS) as pool:
         # The NIfTI files (gzip) and overlay PNGs (zlib) compress with the interpreter lock
         # released, so they go to a thread pool and run beside the report on the other cores.
         required = [
