@@ -53,7 +53,12 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("scan", help="DICOM folder, .nii/.nii.gz volume, or folder of slices")
-    p.add_argument("--out", required=True, help="output folder (replaced when complete)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: a new or empty one, or an earlier output of segment, which is "
+        "replaced once the new one is complete (other folders are refused)",
+    )
     p.add_argument(
         "--model",
         default=None,
