@@ -86,19 +86,21 @@ def make_dicom_series(
     size: int = 128,
     pad: float = -3024.0,
     subfolder: str = "series_ct",
-    modality: str = "CT",
+    modality: str | None = "CT",
     spacing: tuple[float, float, float] = (2.5, 0.8, 0.7),  # mm: slice step, row, column
     origin: tuple[float, float, float] = (-50.0, -60.0, -200.0),  # LPS mm of the first voxel
     signed: bool = True,
     series_uid: str | None = None,
     seed: int = 0,
     description: str = "CHEST 2.5mm",
+    intercept: float | None = INTERCEPT,
 ) -> tuple[Path, np.ndarray, np.ndarray]:
     """Write one axial DICOM series in `root/subfolder`, files suffix-less and named at random.
 
     signed=True stores int16 with padding at pad - intercept (GE style); signed=False stores
     uint16 with padding 0 (-1024 HU, air-like: only PixelPaddingValue 0 marks it) and everything
-    inside the field of view at >= 1.
+    inside the field of view at >= 1. intercept=None writes no RescaleSlope/RescaleIntercept and
+    stores HU as they are (int16); modality=None writes no Modality tag.
     Returns the folder, the expected display HU (Z, Y, X) and the masks (Z, Y, X).
     """
     import pydicom
@@ -113,19 +115,22 @@ def make_dicom_series(
     study, frame = generate_uid(), generate_uid()
     dz, dr, dc = spacing
     expected = scan.hu.copy()
+    shift = 0.0 if intercept is None else intercept  # stored = HU - shift (slope 1)
     for k in rng.sample(range(n_slices), n_slices):  # written in shuffled order
-        stored = scan.hu[k].T - INTERCEPT  # display (R->L, A->P) -> pixel_array (A->P, R->L)
+        stored = scan.hu[k].T - shift  # display (R->L, A->P) -> pixel_array (A->P, R->L)
         if signed:
             pixels = stored.astype(np.int16)
-            padding = int(pad - INTERCEPT)
+            padding = int(pad - shift)
         else:
             # Stored 0 is the padding; tissue and air keep stored >= 1 (HU >= -1023).
             stored = np.where(scan.body[k].T, np.clip(stored, 1, None), 0)
             pixels = stored.astype(np.uint16)
             padding = 0
-            expected[k] = np.where(scan.body[k], np.maximum(scan.hu[k], INTERCEPT + 1), INTERCEPT)
+            expected[k] = np.where(scan.body[k], np.maximum(scan.hu[k], shift + 1), shift)
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
+        meta.MediaStorageSOPClassUID = (
+            CTImageStorage if modality in ("CT", None) else MRImageStorage
+        )
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
@@ -133,7 +138,9 @@ def make_dicom_series(
         ds.SOPClassUID = meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, uid, frame
-        ds.Modality, ds.PatientID, ds.SeriesDescription = modality, "FACTORY01", description
+        ds.PatientID, ds.SeriesDescription = "FACTORY01", description
+        if modality is not None:
+            ds.Modality = modality
         ds.InstanceNumber = k + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]  # rows along +x (L), cols down +y (P)
         ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * dz]
@@ -143,7 +150,8 @@ def make_dicom_series(
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
         ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, INTERCEPT, "HU"
+        if intercept is not None:
+            ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, intercept, "HU"
         ds.PixelPaddingValue = padding
         ds.PixelData = pixels.tobytes()
         name = "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(8))

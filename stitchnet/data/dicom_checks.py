@@ -51,6 +51,12 @@ def _values(ds: Any, tag: str) -> list[float] | None:
     return [float(v) for v in value]
 
 
+def _show(v: np.ndarray | list[float]) -> str:
+    """[0.7, 0.7] for a multi-valued tag, 512 for a single value, as the header writes them."""
+    text = [f"{float(x):g}" for x in v]
+    return text[0] if len(text) == 1 else f"[{', '.join(text)}]"
+
+
 def _close(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
     return len(a) == len(b) and bool(np.allclose(a, b, atol=tol, rtol=0))
 
@@ -80,7 +86,7 @@ def check_same_geometry(items: Sequence[tuple[Path, Any]]) -> None:
         for k, (p, _) in enumerate(items):
             if k not in members:
                 raise VolumeError(
-                    f"{p}: {tag} {values[k].tolist()} differs from {values[ref[0]].tolist()} "
+                    f"{p}: {tag} {_show(values[k])} differs from {_show(values[ref[0]])} "
                     f"in {len(ref)} of {len(items)} files (e.g. {items[ref[0]][0].name}); "
                     f"expected one {tag} across a series"
                 )
@@ -88,7 +94,8 @@ def check_same_geometry(items: Sequence[tuple[Path, Any]]) -> None:
     spacing = _values(ds, "PixelSpacing")
     if len(spacing) != 2 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise VolumeError(
-            f"{p}: PixelSpacing {spacing} (every slice); expected two positive spacings in mm"
+            f"{p}: PixelSpacing {_show(spacing)} (every slice); expected two positive spacings "
+            f"in mm"
         )
 
 

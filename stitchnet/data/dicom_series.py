@@ -58,8 +58,7 @@ class Series:
         }
 
 
-# (file, why it was left out, its SeriesInstanceUID or None where unknown)
-Skipped = tuple[Path, str, "str | None"]
+Skipped = tuple[Path, str]  # (file, why it was left out of every series)
 
 
 def is_image_object(ds: Any) -> bool:
@@ -71,7 +70,9 @@ def is_image_object(ds: Any) -> bool:
 
 def scan_series(files: list[Path]) -> tuple[list[Series], list[Skipped]]:
     """Group DICOM files with pixel data by SeriesInstanceUID (CT first, then no Modality, then
-    the rest; axial and most slices first), and the image files left out, with why."""
+    the rest; axial and most slices first), and the image files left out, with why. A file
+    cut short keeps no reliable SeriesInstanceUID (its last UID may be cut too), so every file
+    left out is reported, whatever series it claims."""
     import pydicom
 
     groups: dict[str, list[tuple[Path, Any]]] = {}
@@ -79,15 +80,17 @@ def scan_series(files: list[Path]) -> tuple[list[Series], list[Skipped]]:
     for p in files:
         try:
             ds = pydicom.dcmread(str(p), defer_size="1 KB")  # pixel data read only when used
+            # Elements are parsed on first access, so a damaged header fails here, not above.
+            uid = str(getattr(ds, "SeriesInstanceUID", "") or "") or None
+            image = is_image_object(ds)
         except Exception as e:  # pydicom raises many types for a damaged file
-            skipped.append((p, f"cannot be read as DICOM: {' '.join(str(e).split())}", None))
+            skipped.append((p, f"cannot be read as DICOM: {' '.join(str(e).split())}"))
             continue
-        uid = str(getattr(ds, "SeriesInstanceUID", "") or "") or None
         if "PixelData" not in ds:
-            if is_image_object(ds):  # e.g. a file cut short before its pixel data
-                skipped.append((p, "no pixel data (truncated?)", uid))
+            if image:  # e.g. a file cut short before its pixel data
+                skipped.append((p, "no pixel data (truncated?)"))
         elif uid is None:
-            skipped.append((p, "no SeriesInstanceUID", None))
+            skipped.append((p, "no SeriesInstanceUID"))
         else:
             groups.setdefault(uid, []).append((p, ds))
     series = [Series(uid, items) for uid, items in groups.items()]
@@ -104,7 +107,7 @@ def choose_series(
         for s in series
     )
     if not series:
-        also = f"; {skipped_text([(p, why) for p, why, _ in skipped])}" if skipped else ""
+        also = f"; {skipped_text(skipped)}" if skipped else ""
         raise VolumeError(f"{root}: DICOM files hold no images{also}; expected a CT image series")
     if series_uid is not None:
         match = [s for s in series if s.uid == series_uid]

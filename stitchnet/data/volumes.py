@@ -184,11 +184,10 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         )
     files, links = _walk_files(path)
     if not files:
-        held = f"only {len(links)} links that lead to no file (e.g. {links[0]})" if links else ""
-        raise VolumeError(
-            f"{path}: empty folder{'; it holds ' + held if held else ''}; expected DICOM "
-            f"files, or 2-D slices"
-        )
+        held = ""
+        if links:  # a link whose target is gone, or not yet mounted
+            held = f"; it holds only {len(links)} link(s) to nothing that exists (e.g. {links[0]})"
+        raise VolumeError(f"{path}: empty folder{held}; expected DICOM files, or 2-D slices")
     dicoms, unreadable = [], []
     for p in files:
         try:
@@ -352,12 +351,11 @@ def _read_dicom(
     from pydicom.pixels import apply_modality_lut
 
     found, skipped = scan_series(files)
-    skipped = [(p, why, None) for p, why in unreadable] + skipped
+    skipped = unreadable + skipped
     series = choose_series(root, found, series_uid, skipped)
-    # Files that may belong to this series: named in a gap error, else in a note.
-    missing = [(p, why) for p, why, uid in skipped if uid in (None, series.uid)]
-    notes = [f"{root}: {skipped_text(missing)}"] if missing else []
-    items, affine = _order_and_affine(series, missing)
+    # Files left out: named in the error where the series has a gap, else in a note.
+    notes = [f"{root}: {skipped_text(skipped)}"] if skipped else []
+    items, affine = _order_and_affine(series, skipped)
     rescale_note = rescale_defaults(items, series.uid)
     slices, outside = [], []
     for p, ds in items:
