@@ -64,7 +64,8 @@ Skipped = tuple[Path, str]  # (file, why it was left out of every series)
 def is_image_object(ds: Any) -> bool:
     """Whether a DICOM object is (or, truncated, may have been) an image. DICOMDIR, structured
     reports and presentation states hold no pixels by design and are left out without a note."""
-    sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
+    meta = getattr(ds, "file_meta", None)
+    sop = ds.get("SOPClassUID") or getattr(meta, "MediaStorageSOPClassUID", None)
     return sop is None or "Image" in getattr(sop, "name", str(sop)) or "Rows" in ds
 
 

@@ -14,7 +14,7 @@ that splits the histogram into its dark (air, lung) and bright (fat, muscle, org
 Otsu's split does not depend on the unit, so a shifted or rescaled scan is measured the same way.
 HU puts air at -1000 and lung at about -900 to -700, so a chest scan's darkest 1 % is at most
 `AIR_MAX` (-500); soft tissue sits at 0 to +60 (fat -100), so its median lies in `TISSUE_RANGE`.
-Measured on the real scans of data/realct_nonlesion_dev: air -1017 to -931, soft tissue -21 to
+Measured on the real scans of data/realct_nonlesion_dev: air -1017 to -931, soft tissue -23 to
 -11; on the scans of tests/volume_factory.py: air -1103 to -1000, soft tissue -44 to 3. The
 same scans with a forgotten -1024 intercept give air 7 to 93 and soft tissue about 1000; as
 8-bit (0-255) images, air 0 to 54 and soft tissue 122 to 210. Both are refused by their air.

@@ -276,7 +276,9 @@ def _is_dicom_or_false(path: Path) -> bool:
 
 
 def _read_nifti(path: Path) -> Volume:
-    """A NIfTI file in HU: voxel sizes, finite values and the HU scale checked (scan_checks)."""
+    """A NIfTI file in HU, checked (scan_checks): a voxel size of 0, < 0 or not finite where the
+    affine uses pixdim is refused; NaN and inf voxels are refused with their count, not filled
+    (no one fill value is right inside and outside the lung); and the values must be HU."""
     try:
         img = nib.load(str(path))
         data = np.asarray(img.get_fdata(dtype=np.float32))  # scl_slope/scl_inter applied: HU

@@ -220,6 +220,17 @@ def test_unreadable_files_without_a_gap_are_named_in_a_note(tmp_path):
     assert f"{extra} (no pixel data (truncated?))" in note
 
 
+def test_a_dicomdir_and_a_report_beside_the_series_are_no_skipped_files(tmp_path):
+    # Objects that hold no pixels by design (pydicom's own test files) are left out quietly.
+    from pydicom.data import get_testdata_file
+
+    _, expected, _ = make_dicom_series(tmp_path, 3, SIZE)
+    for name in ("DICOMDIR", "test-SR.dcm"):
+        (tmp_path / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
+    vol = read_volume(tmp_path)
+    assert np.array_equal(vol.hu, expected) and vol.notes == []
+
+
 # ---------------------------------------------------------------------------------------------
 # 6. Compressed pixel data: corrupt, not "no decoder"
 
