@@ -1,6 +1,6 @@
 """DICOM header checks of one CT series, each refusing with the file and the value it found.
 
-data.volumes calls these on the chosen series before any pixel is decoded:
+data.volumes calls these on the chosen series:
 
     check_same_geometry(items)      every tag of GEOMETRY_TAGS present and equal across the series
     rescale_defaults(items, uid)    RescaleSlope/RescaleIntercept both present, or both absent
@@ -19,8 +19,8 @@ import numpy as np
 from stitchnet.data.scan_checks import VolumeError
 
 # Tags every slice needs and shares with its series, with the tolerance of the comparison.
-# The first slice alone used to set the pixel spacing of the whole volume: one wrong header
-# there scaled every mL. A majority vote names the file that differs, wherever it is.
+# Taken from the first slice alone, one wrong header there would scale every mL; a majority
+# vote names the file that differs, wherever it is.
 GEOMETRY_TAGS = {
     "ImageOrientationPatient": 1e-4,
     "PixelSpacing": 1e-4,  # mm: row spacing, column spacing

@@ -210,7 +210,7 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
 def _walk_files(root: Path) -> tuple[list[Path], list[Path]]:
     """The files under `root`, through links to folders (each real folder and file once), and
     the links that lead nowhere. Path.rglob does not enter linked folders, so a tree made of
-    links to series elsewhere looked empty."""
+    links to series elsewhere would look empty."""
     files, dangling, seen_dirs, seen_files = [], [], set(), set()
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
