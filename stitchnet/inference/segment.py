@@ -32,13 +32,14 @@ import torch
 from tqdm import tqdm
 
 from stitchnet.config import DataConfig
+from stitchnet.data.body import body_mask
 from stitchnet.data.lungfield import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
 from stitchnet.data.preprocess import resize_image
 from stitchnet.data.sources import hu_window
 from stitchnet.data.volumes import Volume
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.kernel import predict_classes
-from stitchnet.inference.lung3d import lung_mask_3d, outside_air, split_lungs
+from stitchnet.inference.lung3d import lung_field, split_lungs
 from stitchnet.inference.twin import (
     LESION_MIN,
     has_styles,
@@ -81,7 +82,9 @@ def segment_volume(
         model: a segmenter in eval mode, (B, 1, S, S) -> logits (B, 4, S, S); pass
             `inference.fast.inference_copy(model)` for speed.
         data_cfg: the pre-processing the model was trained with (its run config's `data`).
-        vol: the scan, from `data.volumes.read_volume`.
+        vol: the scan, from `data.volumes.read_volume`. When the lung field left out field
+            outside the patient's body or pieces that are not the lungs, a line saying how many
+            mL is appended to `vol.notes` (which the report repeats).
         lung_model: the lung-field segmenter; None loads the shipped one.
         batch_size: slices per batch through both networks.
         progress: a tqdm bar over slices.
@@ -109,6 +112,8 @@ def segment_volume(
     n, h, w = vol.hu.shape
     size = data_cfg.image_size
     fields = np.zeros((n, h, w), dtype=np.uint8)  # per-slice 2-D lung fields
+    body = body_mask(vol.hu, vol.body, vol.spacing)  # (Z, Y, X) the patient, where lungs can be
+    outside = 0  # field voxels outside the patient's body
     raw = np.zeros((n, h, w), dtype=np.uint8)
     all_boxes: list[tuple[int, int, int, int]] = []
     styles: dict[int, torch.Tensor] = {}  # display slice -> (S, S) healthy style, style twin
@@ -120,11 +125,15 @@ def segment_volume(
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         images = [hu_window(vol.hu[z], data_cfg.lung_window) for z in range(start, stop)]
-        found = lung_fields(seg, images, data_cfg.morph_radius, batch_size)  # each (H, W) 0/1
+        # The body mask cuts the air around the patient from HU, so the windowed-slice rule is
+        # not needed, and it would be worse: at coarse pixels a chest wall thinned to a pixel
+        # joins a lung to the air around (5.3 mm pixels: a lung apex lost on one slice).
+        found = lung_fields(seg, images, data_cfg.morph_radius, batch_size, drop_air_around=False)
         for z, field in enumerate(found, start):
-            # The air around the patient is never lung; without this the crop box below would
-            # span the whole field of view on scans with air around the body.
-            fields[z] = field * ~outside_air(vol.hu[z], vol.body[z])
+            # The air around or under the patient is never lung; without this the crop box
+            # below would span the whole field of view on scans with air around the body.
+            fields[z] = field * body[z]
+            outside += int(np.count_nonzero(field)) - int(np.count_nonzero(fields[z]))
         if data_cfg.crop_to_lung:
             boxes = [lung_box(f, data_cfg.crop_margin) for f in fields[start:stop]]
         else:
@@ -151,7 +160,11 @@ def segment_volume(
                 mi[start + j] = paste_map(inf[j], box, (h, w))
         bar.update(stop - start)
     bar.close()
-    lung = lung_mask_3d(fields, vol.body, vol.source)  # (Z, Y, X) bool
+    found_lung = lung_field(fields, vol.hu, body, vol.source, outside)
+    note = found_lung.note(vol.voxel_volume_ml())
+    if note is not None:
+        vol.notes.append(note)  # the report repeats the volume's notes
+    lung = found_lung.mask  # (Z, Y, X) bool
     labels = np.where(lung, np.maximum(raw, 1), 0).astype(np.uint8)
     if entropy is not None:
         entropy *= lung

@@ -11,6 +11,7 @@ from stitchnet.inference.lung3d import (
     LR_AXIS,
     RIGHT,
     NoLungError,
+    keep_lungs,
     lung_mask_3d,
     outside_air,
     split_lungs,
@@ -61,6 +62,28 @@ def test_lung_mask_keeps_two_lungs_drops_specks_and_fills_holes():
     body = np.ones(shape, dtype=bool)
     body[:, :, :5] = False
     assert not lung_mask_3d(fields, body)[:, :, :5].any()
+
+
+def test_keep_lungs_takes_the_aerated_pair_not_gas_below_or_a_tissue_piece():
+    # Lungs of 6 x 8 x 8 = 384 and 6 x 7 x 8 = 336 voxels at -850 HU on slices 4-9; bowel gas
+    # (3 x 7 x 8 = 168 voxels of air) on slices 0-2, below them; and a field piece on soft
+    # tissue (40 HU) of 10 x 20 x 8 = 1600 voxels, the largest component, but with no air.
+    shape = (10, 20, 20)
+    right = _box(shape, (4, 1, 2), (10, 9, 10))
+    left = _box(shape, (4, 11, 2), (10, 18, 10))
+    gas = _box(shape, (0, 2, 2), (3, 9, 10))
+    piece = _box(shape, (0, 0, 12), (10, 20, 20))
+    hu = np.full(shape, 40.0)
+    hu[right | left] = -850.0
+    hu[gas] = -1000.0
+    mask = right | left | gas | piece
+    assert np.array_equal(keep_lungs(mask, hu), right | left)
+    # Without HU the largest component is the first lung: the piece, and beside it the larger
+    # of the two lungs.
+    assert np.array_equal(keep_lungs(mask), piece | right)
+    # A field on tissue alone is no lung.
+    with pytest.raises(NoLungError, match="no lung found"):
+        lung_mask_3d(piece.astype(np.uint8), np.ones(shape, dtype=bool), hu=hu)
 
 
 def test_lung_mask_without_lung_raises():
