@@ -26,6 +26,7 @@ from scipy import ndimage
 from skimage.morphology import disk
 from torch import nn
 
+from stitchnet.data.body import drop_outside_air
 from stitchnet.data.sources import DataError
 from stitchnet.data.types import SliceRecord
 
@@ -174,19 +175,28 @@ def clean_lung_mask(mask: np.ndarray, radius: int, extra_fraction: float = 0.05)
 
 
 def lung_fields(
-    seg: LungSegmenter, images: list[np.ndarray], morph_radius: int = 3, batch_size: int = 32
+    seg: LungSegmenter,
+    images: list[np.ndarray],
+    morph_radius: int = 3,
+    batch_size: int = 32,
+    drop_air_around: bool = True,
 ) -> list[np.ndarray]:
     """Cleaned (H, W) uint8 0/1 lung fields for a list of (H, W) images in [0, 1].
 
-    The opening, closing and component selection run at the segmenter's working size, where all
-    of the mask's detail lies (at full size they cost 5x more for the same result); the cleaned
-    mask is then resized to each image bilinearly and thresholded, which keeps its edges smooth.
+    The opening, closing, component selection and (`drop_air_around`) the removal of field
+    parts in the air around the patient (`stitchnet.data.body.drop_outside_air`, for slices
+    without HU) run at the segmenter's working size, where all of the mask's detail lies (at
+    full size they cost 5x more for the same result); the cleaned mask is then resized to each
+    image bilinearly and thresholded, which keeps its edges smooth.
     """
     probs = lung_probabilities(seg, images, batch_size, input_size=False)  # each (s, s)
     radius = morph_radius_px(morph_radius, (seg.size, seg.size))
     fields = []
     for p, image in zip(probs, images, strict=True):
-        small = torch.from_numpy(clean_lung_mask(p > 0.5, radius).astype(np.float32))
+        small = clean_lung_mask(p > 0.5, radius)  # (s, s)
+        if drop_air_around:  # air around the patient looks like lung on a windowed slice
+            small = drop_outside_air(small, _resize(image, seg.size)[0, 0].numpy())
+        small = torch.from_numpy(small.astype(np.float32))
         full = F.interpolate(
             small[None, None], size=image.shape, mode="bilinear", align_corners=False
         )
