@@ -229,7 +229,8 @@ def annotate(folder: str | Path, group_column: str = "volume") -> list[dict[str,
         shared = by_volume and pooled is not None and _one_window(part)
         for i in members:
             rows[i].update(_columns(found[i], pooled, shared, "volume" if by_volume else "set"))
-    _write_index(index, rows, [c for c in columns if c not in INDEX_COLUMNS] + list(INDEX_COLUMNS))
+    kept = [c for c in columns if c not in INDEX_COLUMNS]
+    _write_index(index, rows, kept + list(INDEX_COLUMNS), _line_end(index))
     return rows
 
 
@@ -307,12 +308,18 @@ def _read_index(index: Path) -> tuple[list[dict[str, str]], list[str]]:
         ) from e
 
 
-def _write_index(index: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
+def _line_end(index: Path) -> str:
+    """The file's own line ending, kept so a rewrite changes only the columns it adds."""
+    with index.open("rb") as f:
+        return "\r\n" if f.readline().endswith(b"\r\n") else "\n"
+
+
+def _write_index(index: Path, rows: list[dict[str, str]], columns: list[str], end: str) -> None:
     """Write to a temporary file beside index.csv, then rename over it: a reader never sees half."""
     fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".csv", dir=index.parent)
     try:
         with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+            writer = csv.DictWriter(f, fieldnames=columns, lineterminator=end)
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, index)
@@ -337,7 +344,11 @@ def _gray255(gray: np.ndarray, source: str) -> np.ndarray:
             f"{source}: values span [{np.nanmin(g):g}, {np.nanmax(g):g}]; expected uint8 or "
             f"floats in [0, 1]"
         )
-    return g * 255.0
+    g = g * 255.0
+    # An 8-bit slice divided by 255 (read_image_file) is brought back to whole grays exactly, so
+    # it is measured as its uint8 original is (float32 leaves 5 as 5.0000002).
+    whole = np.round(g)
+    return whole if np.allclose(g, whole, rtol=0.0, atol=1e-3) else g
 
 
 def _otsu(values: np.ndarray) -> float:
