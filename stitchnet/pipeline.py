@@ -22,7 +22,7 @@ from PIL import Image
 
 from stitchnet.checkpoint import model_from_checkpoint
 from stitchnet.config import DATA_PRESETS, TRAIN_PRESETS, RunConfig, check_preset
-from stitchnet.data import load_lung_segmenter, prepare, read_source
+from stitchnet.data import detect_layout, load_lung_segmenter, prepare, read_source
 from stitchnet.data.splits import check_no_patient_leak, load_or_make_splits
 from stitchnet.data.types import PreparedSet
 from stitchnet.evaluate import EvalResult, evaluate, write_evaluation
@@ -108,9 +108,11 @@ def prepare_folder(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     require_masks: bool = False,
+    source_window: tuple[float, float] | None = None,
 ) -> PreparedSet:
-    """Read any supported source (folder, NIfTI, DICOM series, CC-CCII) and pre-process it."""
-    return _read_and_prepare(path, data_cfg, cache_dir, progress, require_masks)[1]
+    """Read any supported source (folder, NIfTI, DICOM series, CC-CCII) and pre-process it.
+    `source_window`: the HU window of 8-bit slices that carry no recorded one (read_folder)."""
+    return _read_and_prepare(path, data_cfg, cache_dir, progress, require_masks, source_window)[1]
 
 
 def _read_and_prepare(
@@ -119,9 +121,19 @@ def _read_and_prepare(
     cache_dir: str | Path | None,
     progress: bool,
     require_masks: bool = False,
+    source_window: tuple[float, float] | None = None,
 ) -> tuple[list, PreparedSet]:
-    """The raw records (predict needs their original pixels) and their pre-processed set."""
-    records = read_source(path)
+    """The raw records (predict needs their original pixels) and their pre-processed set.
+
+    Every layout reaches the model on one intensity scale: HU through `data_cfg.lung_window`
+    (DICOM and NIfTI from their HU, 8-bit slices from the HU window recorded for them)."""
+    layout = detect_layout(path)
+    kwargs: dict[str, Any] = {}
+    if layout in ("folder", "nifti", "dicom"):
+        kwargs["window"] = tuple(data_cfg.lung_window)
+    if layout == "folder":
+        kwargs["source_window"] = source_window
+    records = read_source(path, layout, **kwargs)
     if require_masks and any(r.mask is None for r in records):
         missing = next(r.path for r in records if r.mask is None)
         raise ValueError(f"{path}: expected a mask for every image (masks/), none for {missing}")

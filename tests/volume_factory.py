@@ -1,12 +1,12 @@
 """Realistic little CT scans built from the bundled labelled slices, for volume and segment tests.
 
 Each scan stacks real MedSeg slices (z000, z001, ... of data/medseg_covid19_train50) as axial
-slices, inferior to superior. A slice's windowed gray goes back to HU through the data's lung
-window (-1250, 250), is placed in air (-1000 HU) at the centre of a square canvas, and everything
-outside the scanner's circular field of view becomes padding (-3024 or -2048 HU), as real
-reconstructions have it. The canvas is in the training display orientation (stitchnet.data.volumes:
-rows patient right->left, cols anterior->posterior), so a standard axial DICOM pixel_array is its
-transpose. Writers:
+slices, inferior to superior. A slice's windowed gray goes back to HU through the window recorded
+for it in the set's index.csv (stitchnet.data.hu_scale), is placed in air (-1000 HU) at the
+centre of a square canvas, and everything outside the scanner's circular field of view becomes
+padding (-3024 or -2048 HU), as real reconstructions have it. The canvas is in the training
+display orientation (stitchnet.data.volumes: rows patient right->left, cols anterior->posterior),
+so a standard axial DICOM pixel_array is its transpose. Writers:
 
     display_scan(n_slices, size, pad)  -> DisplayScan (hu, masks, lung, body), all (Z, Y, X)
     make_dicom_series(root, n_slices)  -> (folder, expected display HU, masks)
@@ -49,6 +49,13 @@ def bundled_slice_names(n: int) -> list[str]:
     return names[:n]
 
 
+@lru_cache(maxsize=1)
+def _recorded_windows() -> dict[str, tuple[float, float]]:
+    from stitchnet.data.hu_scale import recorded_windows
+
+    return recorded_windows(LABELLED)
+
+
 @lru_cache(maxsize=64)
 def _placed_slice(name: str, size: int, pad: float) -> tuple[np.ndarray, ...]:
     """One bundled slice in HU on a (size, size) canvas inside a circular FOV."""
@@ -61,7 +68,8 @@ def _placed_slice(name: str, size: int, pad: float) -> tuple[np.ndarray, ...]:
     lung = np.asarray(Image.open(LABELLED / "lung" / f"{name}.png").resize(wh, Image.NEAREST))
     y0, x0 = (size - wh[1]) // 2, (size - wh[0]) // 2
     hu = np.full((size, size), AIR_HU, dtype=np.float32)
-    hu[y0 : y0 + wh[1], x0 : x0 + wh[0]] = WINDOW[0] + (WINDOW[1] - WINDOW[0]) * gray
+    lo, hi = _recorded_windows().get(f"{name}.png", WINDOW)  # the slice's own HU window
+    hu[y0 : y0 + wh[1], x0 : x0 + wh[0]] = lo + (hi - lo) * gray
     m = np.zeros((size, size), np.uint8)
     m[y0 : y0 + wh[1], x0 : x0 + wh[0]] = mask
     lu = np.zeros((size, size), np.uint8)

@@ -44,13 +44,14 @@ from stitchnet.data.dicom_checks import (
     skipped_text,
 )
 from stitchnet.data.dicom_series import NO_MODALITY, Series, choose_series, scan_series
+from stitchnet.data.hu_scale import gray_to_hu
 from stitchnet.data.scan_checks import (
     VolumeError,
     check_finite,
     check_hounsfield,
     check_nifti_voxel_sizes,
 )
-from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, read_image_file
+from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, read_image_file, slice_windows
 
 DISPLAY_AXCODES = ("S", "L", "P")  # display axes (Z, Y, X): inferior->superior, R->L, A->P
 # The same axes in nibabel's (i, j, k) order: display = transpose(xyz, (2, 0, 1)).
@@ -316,8 +317,9 @@ def _slice_files(root: Path) -> list[Path]:
 def _read_slices(root: Path, files: list[Path]) -> Volume:
     """Windowed 2-D slices, taken as already in display orientation, stacked in name order.
 
-    HU are unknown: the [0, 1] gray values are mapped back through the bundled data's lung
-    window, hu = -1250 + 1500 * gray, which `hu_window` maps back to the same gray exactly.
+    HU: each slice's gray goes back through the HU window recorded for it in index.csv (see
+    data.hu_scale), else through the default window, hu = -1250 + 1500 * gray, which
+    `hu_window` maps back to the same gray exactly.
     Spacing is unknown: 1 mm on every axis, `spacing_known=False`, and a warning.
     """
     images = [read_image_file(p) for p in files]  # each (H, W) float32 in [0, 1]
@@ -328,12 +330,23 @@ def _read_slices(root: Path, files: list[Path]) -> Volume:
                 f"{p}: slice is {im.shape[0]}x{im.shape[1]} but {files[0].name} is "
                 f"{shape[0]}x{shape[1]}; expected one size for every slice of a volume"
             )
-    lo, hi = DEFAULT_WINDOW
-    gray = np.stack(images, axis=-1)  # (H, W, Z): rows R->L, cols A->P, slices in name order
-    hu = lo + (hi - lo) * gray
+    # Each slice back to HU through the window it was saved with, as the slice readers do:
+    # recorded in ROOT/index.csv (hu_lo, hu_hi), else the model's default window.
+    windows = slice_windows(root, files) if (root / "index.csv").is_file() else {}
+    known = sum(windows.get(p.name) is not None for p in files)
+    hus = [
+        gray_to_hu(im, windows.get(p.name) or DEFAULT_WINDOW)
+        for p, im in zip(files, images, strict=True)
+    ]
+    hu = np.stack(hus, axis=-1)  # (H, W, Z): rows R->L, cols A->P, slices in name order
+    how = (
+        "HU from the windows recorded in index.csv"
+        if known == len(files)
+        else f"HU mapped back through the window {DEFAULT_WINDOW} (no window recorded)"
+    )
     note = (
-        f"{root}: slices carry no geometry; spacing set to 1 mm and HU mapped back through the "
-        f"window {DEFAULT_WINDOW}, so volumes in mL are in units of voxels/1000"
+        f"{root}: slices carry no geometry; spacing set to 1 mm and {how}, so volumes in mL are "
+        f"in units of voxels/1000"
     )
     warnings.warn(note, stacklevel=3)
     affine = LPS_TO_RAS.copy()  # 1 mm voxels, (i, j, k) = (L, P, S): the display itself

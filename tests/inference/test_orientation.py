@@ -25,6 +25,7 @@ from test_viewer import BOX, chromium, page_screenshot, tinted
 
 from stitchnet.checkpoint import save_checkpoint
 from stitchnet.cli import main
+from stitchnet.data.hu_scale import recorded_windows
 from stitchnet.data.volumes import read_volume
 from stitchnet.inference.orient import mark_orientation, radiological
 from stitchnet.inference.scan import _write_overlay
@@ -172,13 +173,18 @@ def test_predict_draws_radiological_overlays_and_keeps_masks_in_input_order(tmp_
     src = copy_slices(LABELLED, tmp_path / "in", 2)
     out = tmp_path / "pred"
     assert main(["predict", str(tmp_path / "unet.pt"), str(src), "--out", str(out)]) == 0
+    windows = recorded_windows(src)
     for path in sorted((src / "images").iterdir()):
         image = np.asarray(Image.open(path))  # (H, W) 8-bit, display orientation
         mask = np.asarray(Image.open(out / "masks" / path.name))
         picture = np.asarray(Image.open(out / "overlays" / path.name))
         assert image.shape[0] != image.shape[1]  # a crop: the transpose shows in the shape
         assert mask.shape == image.shape and picture.shape == (*image.shape[::-1], 3)
-        # Off the lesions the overlay is the input's grey, transposed.
+        # Off the lesions the overlay is the input's grey in the model's window, transposed:
+        # gray g saved with the recorded window (lo, hi) is HU lo + (hi - lo) g, shown through
+        # (-1250, 250).
+        lo, hi = windows[path.name]
+        shown = np.clip((lo + (hi - lo) * image / 255.0 + 1250.0) / 1500.0, 0, 1) * 255
         plain = mask.T < 2
         assert plain.sum() > 1000
-        assert np.array_equal(picture[..., 0][plain], image.T[plain])
+        assert np.abs(picture[..., 0][plain].astype(float) - shown.T[plain]).max() <= 0.51
