@@ -24,9 +24,20 @@ brought to the density of the healthy lung around it, its vessels kept) and
 DIR/healthy_twin_diff.nii.gz (--no-twin skips; --twin style takes the level from the model).
 --dicom-seg (DICOM input only) adds DIR/labels_seg.dcm: the three classes as one DICOM
 Segmentation over the source series, for PACS and DICOM viewers.
-Lesions are reported only inside the lung field found by the shipped lung segmenter and cleaned in
-3-D; inside it, pixels the model calls background count as healthy lung. DIR is written in full or
-not at all. Bad input ends with exit status 2.
+Lesions are reported only inside the lung field found by the shipped lung segmenter, kept inside
+the patient's body (never the table or the air around it) and cleaned in 3-D; inside it, pixels
+the model calls background count as healthy lung. Overlays and report.html show each slice in
+radiological view: anterior up, the patient's right on the image's left, marked A/P/R/L.
+DIR must be new, empty, or an earlier output of segment, which is replaced only once the new one
+is complete; the input, a folder holding it, the working folder or one above it are refused. The
+four required files are written in full or not at all. An optional output that fails (overlays,
+report, uncertainty maps, twin, DICOM SEG) is left out whole, named in a warning on stderr and in
+burden.json's "failed_outputs", and the run still exits 0.
+A DICOM or NIfTI volume whose values are not Hounsfield units (a missing RescaleIntercept, an
+8-bit image) is refused, as is a header that would give wrong mL (NaN voxels, a voxel size of 0,
+PixelSpacing that differs across the series); burden.json's "notes" say what was assumed instead
+of refusing (files skipped, no rescale tags). Bad input ends with one line on stderr and exit
+status 2.
 """
 
 
@@ -56,8 +67,10 @@ def add_segment_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         required=True,
+        metavar="DIR",
         help="output folder: a new or empty one, or an earlier output of segment, which is "
-        "replaced once the new one is complete (other folders are refused)",
+        "replaced once the new one is complete; not the input, a folder holding it, or the "
+        "working folder or one above it",
     )
     p.add_argument(
         "--model",
