@@ -4,7 +4,7 @@
     from stitchnet.inference.defaults import load_segmentation_model
     from stitchnet.inference.segment import segment_volume
 
-    model, run_config = load_segmentation_model()        # the shipped default model
+    model, run_config, info = load_segmentation_model()  # the shipped default model
     result = segment_volume(model, run_config.data, read_volume("scan.nii.gz"))
     result.labels  # (Z, Y, X) uint8 class ids in display orientation, 0 outside the lungs
 
@@ -12,13 +12,19 @@ Modules, one idea each:
     kernel.py    pre-processed slices -> logits -> argmax -> class ids at each slice's own size
                  (shared with `pipeline.predict_folder`)
     fast.py      an eval-only copy of a model with batch norm folded into its convolutions
-    lung3d.py    the per-slice lung fields cleaned in 3-D, split into the patient's right and left
+    lung3d.py    the per-slice lung fields kept inside the patient's body (data/body.py), the
+                 lungs chosen among their 3-D components, split into the patient's right and left
     segment.py   `segment_volume`: the whole volume through the lung segmenter and the model
     burden.py    lung, GGO and consolidation volume in mL and as % of lung, per side and in total
     uncertainty.py  predictive entropy / mutual information from posterior draws or flips, the
                  lung label's uncertainty for whole scans, and the calibration metrics
     twin.py      the healthy twin: lesion voxels brought to the surrounding healthy lung's HU
+    orient.py    pictures for people in the radiological view (anterior up, the patient's
+                 right on the image's left) with A / P / R / L at the edges
     viewer.py    one self-contained HTML viewer (report.html) over a segmented scan
+    png.py       PNG encoding that runs beside other work (the overlays, the report's slices)
+    dicom_seg.py the labels as a DICOM Segmentation over the source series (--dicom-seg)
+    outputs.py   optional outputs: one that fails is left out whole and recorded, not raised
     scan.py      `segment_scan`: read, segment, write every output atomically into one folder
     defaults.py  the shipped default model, and the one command that (re)makes it from a run
 """
