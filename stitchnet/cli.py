@@ -30,11 +30,32 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_window(p: argparse.ArgumentParser) -> None:
+    """--window LO HI: what an 8-bit slice's gray means where its folder does not record it."""
+    p.add_argument(
+        "--window",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        default=None,
+        help="the HU window (gray 0 = LO, gray 255 = HI) that 8-bit slice folders were saved "
+        "with, for slices whose index.csv records none (hu_lo/hu_hi); such slices are then "
+        "mapped to the model's lung window as DICOM and NIfTI are. `python -m "
+        "stitchnet.data.hu_scale annotate FOLDER` records the window per slice instead, and a "
+        "recorded window wins. DICOM and NIfTI hold HU and ignore it",
+    )
+
+
+def _source_window(args: argparse.Namespace) -> tuple[float, float] | None:
+    return None if args.window is None else tuple(args.window)
+
+
 def _add_model_io(p: argparse.ArgumentParser, folder_help: str) -> None:
     """A trained model in, a folder of slices in, an output folder: evaluate's and predict's."""
     p.add_argument("checkpoint", help="run folder (uses best.pt) or a .pt checkpoint")
     p.add_argument("folder", help=folder_help)
     p.add_argument("--out", required=True)
+    _add_window(p)
     _add_common(p)
 
 
@@ -72,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "source", help="folder with images/ (+ masks/, index.csv), .nii(.gz) or DICOM dir"
     )
     p.add_argument("--preset", choices=PRESETS, default="cpu-small")
+    _add_window(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -131,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scanner variation on the training images (HU offset, noise, reconstruction "
         "kernel, slice thickness; stitchnet/scanner_aug.py's default ranges)",
     )
+    _add_window(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -191,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             from stitchnet.config import DATA_PRESETS
 
             data = pipeline.prepare_folder(
-                args.source, DATA_PRESETS[args.preset], args.cache, progress
+                args.source,
+                DATA_PRESETS[args.preset],
+                args.cache,
+                progress,
+                source_window=_source_window(args),
             )
             kind = "labelled" if data.labelled else "unlabelled"
             print(
@@ -225,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs,
                 max_labelled=args.max_labelled,
                 scanner_aug={} if args.scanner_aug else None,
+                source_window=_source_window(args),
             )
             import torch.distributed as dist
 
@@ -237,13 +265,23 @@ def main(argv: list[str] | None = None) -> int:
             from stitchnet.evaluate import format_table1
 
             res = pipeline.evaluate_folder(
-                args.checkpoint, args.folder, args.out, args.cache, progress
+                args.checkpoint,
+                args.folder,
+                args.out,
+                args.cache,
+                progress,
+                source_window=_source_window(args),
             )
             print(format_table1({Path(args.checkpoint).name: res}))
             print(f"wrote {Path(args.out) / 'metrics.json'} and per_image.csv")
         elif args.command == "predict":
             written = pipeline.predict_folder(
-                args.checkpoint, args.folder, args.out, args.cache, progress=progress
+                args.checkpoint,
+                args.folder,
+                args.out,
+                args.cache,
+                progress=progress,
+                source_window=_source_window(args),
             )
             print(f"wrote {len(written)} masks and overlays under {args.out}")
         elif args.command == "reproduce":

@@ -102,6 +102,26 @@ def uses_unlabelled(model: str, objective: str = "none") -> bool:
     return model_class(model).uses_unlabelled or objective_class(objective).semi_supervised
 
 
+def check_source_window(window: Any) -> tuple[float, float] | None:
+    """The HU window of 8-bit slices without a recorded one (`--window LO HI`) as a float pair;
+    None stays None. ValueError unless it is two finite numbers with LO < HI, since a reversed
+    or empty window would turn every slice's gray into meaningless HU without any other sign."""
+    if window is None:
+        return None
+    values = tuple(window)
+    if len(values) != 2:
+        raise ValueError(
+            f"slice HU window (--window) is {values}; expected two numbers LO HI, e.g. -1250 250"
+        )
+    lo, hi = float(values[0]), float(values[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(
+            f"slice HU window (--window) is LO={lo:g} HI={hi:g}; expected finite LO < HI "
+            f"(the HU at gray 0 and at gray 255), e.g. -1250 250"
+        )
+    return lo, hi
+
+
 def prepare_folder(
     path: str | Path,
     data_cfg: Any,
@@ -112,6 +132,7 @@ def prepare_folder(
 ) -> PreparedSet:
     """Read any supported source (folder, NIfTI, DICOM series, CC-CCII) and pre-process it.
     `source_window`: the HU window of 8-bit slices that carry no recorded one (read_folder)."""
+    source_window = check_source_window(source_window)
     return _read_and_prepare(path, data_cfg, cache_dir, progress, require_masks, source_window)[1]
 
 
@@ -184,23 +205,30 @@ def fit(
     progress: bool = True,
     objective: str = "none",
     objective_overrides: dict[str, Any] | None = None,
+    source_window: tuple[float, float] | None = None,
     **train_overrides: Any,
 ) -> FitResult:
     """Train `model` on a labelled folder (and an unlabelled one), then score it on the test part.
 
     The split is written to `splits_path` (default `out_dir/splits.json`) and reused on every
-    later run; the test metrics go to `out_dir/test/`.
+    later run; the test metrics go to `out_dir/test/`. `source_window` is the HU window of 8-bit
+    slices, in either folder, that carry no recorded one (read_folder).
     """
+    source_window = check_source_window(source_window)
     out = check_output(out_dir, "train", inputs=(labelled, unlabelled))
     cfg = run_config(
         model, preset, seed, model_overrides, objective, objective_overrides, **train_overrides
     )
-    labelled_set = prepare_folder(labelled, cfg.data, cache_dir, progress, require_masks=True)
+    labelled_set = prepare_folder(
+        labelled, cfg.data, cache_dir, progress, require_masks=True, source_window=source_window
+    )
     open_output(out, "train")  # before the split, the first file written into it
     splits, parts = split_parts(labelled_set, Path(splits_path or out / "splits.json"))
     unlabelled_set = None
     if unlabelled is not None and uses_unlabelled(model, objective):
-        pool = prepare_folder(unlabelled, cfg.data, cache_dir, progress)
+        pool = prepare_folder(
+            unlabelled, cfg.data, cache_dir, progress, source_window=source_window
+        )
         # The pool is split by patient too; only its training part is trained on.
         _, pool_parts = split_parts(pool, out / "unlabelled_splits.json")
         unlabelled_set = pool_parts["train"]
@@ -229,13 +257,18 @@ def evaluate_folder(
     out_dir: str | Path,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    source_window: tuple[float, float] | None = None,
 ) -> EvalResult:
     """Score a trained model on any labelled folder, with the preprocessing it was trained with.
-    `out_dir` gets metrics.json and per_image.csv, replacing an earlier evaluation there."""
+    `out_dir` gets metrics.json and per_image.csv, replacing an earlier evaluation there.
+    `source_window`: the HU window of 8-bit slices that carry no recorded one (read_folder)."""
+    source_window = check_source_window(source_window)
     check_output(out_dir, "evaluate", inputs=(run_or_checkpoint, folder))
     model, ckpt = model_from_checkpoint(run_or_checkpoint)
     cfg = RunConfig.from_dict(ckpt["run_config"])
-    data = prepare_folder(folder, cfg.data, cache_dir, progress, require_masks=True)
+    data = prepare_folder(
+        folder, cfg.data, cache_dir, progress, require_masks=True, source_window=source_window
+    )
     result = evaluate(model, data)
     with staged_dir(out_dir, "evaluate") as tmp:
         write_evaluation(result, tmp)
@@ -249,16 +282,21 @@ def predict_folder(
     cache_dir: str | Path | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    source_window: tuple[float, float] | None = None,
 ) -> list[Path]:
     """One mask PNG (class ids 0-3, the input's own size) and one overlay PNG per input slice.
 
     Everything is written to a temporary folder first and moved into place at the end, so an
-    interrupted or failed run never leaves output that looks complete.
+    interrupted or failed run never leaves output that looks complete. `source_window`: the HU
+    window of 8-bit slices that carry no recorded one (read_folder).
     """
+    source_window = check_source_window(source_window)
     check_output(out_dir, "predict", inputs=(run_or_checkpoint, folder))
     model, ckpt = model_from_checkpoint(run_or_checkpoint)
     cfg = RunConfig.from_dict(ckpt["run_config"])
-    records, data = _read_and_prepare(folder, cfg.data, cache_dir, progress)
+    records, data = _read_and_prepare(
+        folder, cfg.data, cache_dir, progress, source_window=source_window
+    )
     out = Path(out_dir)
     written = []
     with staged_dir(out, "predict") as tmp:
