@@ -18,6 +18,7 @@ from stitchnet.recommended import (
     RECOMMENDED_MODEL,
     RECOMMENDED_OBJECTIVE,
     RECOMMENDED_OBJECTIVE_OVERRIDES,
+    RECOMMENDED_SCANNER_AUG,
 )
 from stitchnet.segment_cli import add_segment_command
 
@@ -71,6 +72,13 @@ def _key_values(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _scanner_aug(args: argparse.Namespace) -> bool:
+    """--scanner-aug / --no-scanner-aug as given; unset: the recommended model's setting."""
+    if args.scanner_aug is not None:
+        return bool(args.scanner_aug)
+    return args.model is None and RECOMMENDED_SCANNER_AUG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scanner-aug",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="scanner variation on the training images (HU offset, noise, reconstruction "
-        "kernel, slice thickness; stitchnet/scanner_aug.py's default ranges)",
+        "kernel, slice thickness; stitchnet/scanner_aug.py's default ranges); default: on for "
+        "the recommended model (no --model), off with --model",
     )
     _add_window(p)
     _add_common(p)
@@ -251,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
                 epochs=args.epochs,
                 max_labelled=args.max_labelled,
-                scanner_aug={} if args.scanner_aug else None,
+                scanner_aug={} if _scanner_aug(args) else None,
                 source_window=_source_window(args),
             )
             import torch.distributed as dist

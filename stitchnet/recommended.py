@@ -23,3 +23,6 @@ On test (lesion Dice), against the supervised U-Net of the same seeds:
 RECOMMENDED_MODEL = "stitchnet-skip"
 RECOMMENDED_OBJECTIVE = "one_pass"  # the ELBO of every row rides in its one student pass
 RECOMMENDED_OBJECTIVE_OVERRIDES: dict = {"lesion_paste": 0.5}
+# Scanner variation (stitchnet/scanner_aug.py) on: the shipped default is trained with it, on the
+# HU-calibrated slices (experiments/realct_default/README.md compares it).
+RECOMMENDED_SCANNER_AUG = True

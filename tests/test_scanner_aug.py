@@ -262,6 +262,12 @@ def test_cli_flag_switches_it_on(monkeypatch, tmp_path):
     assert seen["scanner_aug"] == {}
     assert cli.main(base) == 2
     assert seen["scanner_aug"] is None
+    # The recommended model (no --model) trains with it unless told not to.
+    recommended = base[:1] + base[3:]
+    assert cli.main(recommended) == 2
+    assert seen["scanner_aug"] == {}
+    assert cli.main(recommended + ["--no-scanner-aug"]) == 2
+    assert seen["scanner_aug"] is None
 
 
 def test_short_debug_run_with_scanner_variation(real_sets, tmp_path):
