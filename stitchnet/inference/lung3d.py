@@ -43,6 +43,9 @@ MIN_AIR_FRACTION = 0.1
 MIN_LUNG_FRACTION = 0.002
 # Air (and fat-free lung) lies below this; soft tissue, fat and the chest wall lie above it.
 AIR_BELOW_HU = -400.0
+# An end slice of a lung whose field is airless and fatty (median below this) is chest wall or
+# shoulder, not lung: lung tissue is never fat, and consolidated lung lies at ~+20..+50 HU.
+FAT_CEILING_HU = -30.0
 RIGHT, LEFT = 1, 2  # lung.nii.gz values: the patient's right lung, the patient's left lung
 LR_AXIS = DISPLAY_AXCODES.index("L")  # display axis whose index grows towards the patient's left
 
@@ -133,6 +136,32 @@ def keep_lungs(mask: np.ndarray, hu: np.ndarray | None = None) -> np.ndarray:
     return np.isin(labels, keep)
 
 
+def trim_fatty_ends(mask: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) bool: each 3-D lung without its airless, fatty end slices.
+
+    From each lung's top and bottom slice inwards, a slice is dropped while its part of the lung
+    is less than MIN_AIR_FRACTION air-like and its median HU is below FAT_CEILING_HU: at the
+    apex of a coarse or whole-body scan the field runs on into the shoulder's fat and muscle.
+    Only ends are trimmed, and only fatty ones, so a consolidated base (airless but at soft-tissue
+    density) and every slice between aerated ones stay lung.
+    """
+    labels, n = ndimage.label(mask)
+    out = mask.copy()
+    for k in range(1, n + 1):
+        lung = labels == k
+        levels = list(np.flatnonzero(lung.any(axis=(1, 2))))
+        for end in (0, -1):
+            while len(levels) > 1:
+                z = levels[end]
+                values = hu[z][lung[z]]
+                airless = np.mean(values < AIR_BELOW_HU) < MIN_AIR_FRACTION
+                if not (airless and np.median(values) < FAT_CEILING_HU):
+                    break
+                out[z] &= ~lung[z]
+                levels.pop(end)
+    return out
+
+
 def lung_mask_3d(
     fields: np.ndarray, body: np.ndarray, source: str = "scan", hu: np.ndarray | None = None
 ) -> np.ndarray:
@@ -140,7 +169,8 @@ def lung_mask_3d(
 
     Steps: intersect with the body; fill holes in each slice (a dense consolidation or a vessel
     the segmenter left out is still lung); keep the lungs among the 3-D components
-    (`keep_lungs`); fill holes in 3-D.
+    (`keep_lungs`); fill holes in 3-D; with `hu`, trim airless fatty end slices
+    (`trim_fatty_ends`).
 
     Args:
         fields: (Z, Y, X) 0/1 per-slice lung fields.
@@ -167,6 +197,8 @@ def lung_mask_3d(
         mask[z] = fill_holes(mask[z])  # (Y, X)
     if mask.any():
         mask = fill_holes(keep_lungs(mask, hu)) & body
+        if hu is not None:
+            mask = trim_fatty_ends(mask, hu)
     found, needed = int(mask.sum()), MIN_LUNG_FRACTION * int(body.sum())
     if found == 0 or found < needed:
         raise NoLungError(
@@ -203,7 +235,8 @@ def lung_field(
 def split_lungs(mask: np.ndarray) -> np.ndarray:
     """(Z, Y, X) bool lung mask -> (Z, Y, X) uint8: 0 outside, RIGHT (1), LEFT (2).
 
-    Two 3-D components: each is one lung, named by which side of the midline its centre lies on.
+    Two 3-D components of lung size (the smaller at least SECOND_LUNG_RATIO of the larger): each
+    is one lung, named by which side of the midline its centre lies on.
     Otherwise (the lungs touch: one component): split at the midline. The midline is the plane
     halfway between the lung field's extreme positions along the left-right axis (LR_AXIS) over
     the whole scan; positions at or beyond it towards the patient's left are the left lung.
@@ -215,7 +248,8 @@ def split_lungs(mask: np.ndarray) -> np.ndarray:
     pos = np.nonzero(mask.any(axis=other))[0]  # indices along LR_AXIS holding lung
     midline = (pos.min() + pos.max() + 1) / 2.0  # in pixel-edge units: index i spans [i, i + 1)
     labels, n = ndimage.label(mask)
-    if n == 2:
+    sizes = np.bincount(labels.ravel(), minlength=3)[1:3]
+    if n == 2 and sizes.min() >= SECOND_LUNG_RATIO * sizes.max():  # two lungs, not a fragment
         for k in (1, 2):
             centre = np.nonzero(labels == k)[LR_AXIS].mean() + 0.5  # pixel-edge units
             sides[labels == k] = LEFT if centre >= midline else RIGHT

@@ -15,6 +15,7 @@ from stitchnet.inference.lung3d import (
     lung_mask_3d,
     outside_air,
     split_lungs,
+    trim_fatty_ends,
 )
 
 
@@ -160,3 +161,22 @@ def test_burden_counts_every_slab_of_a_long_volume():
         assert b[region]["lung_voxels"] == int((sides == side).sum())
         assert b[region]["ggo_voxels"] == int(((sides == side) & (labels == 2)).sum())
         assert b[region]["consolidation_voxels"] == int(((sides == side) & (labels == 3)).sum())
+
+
+def test_trim_fatty_ends_drops_shoulder_fat_above_the_apex_not_a_consolidated_base():
+    # One lung over slices 0-5 of a 6 x 8 x 8 scan, 4 x 4 voxels a slice. Slice 0: consolidated
+    # base (+40 HU, airless, soft tissue). Slices 1-3: aerated lung (-850). Slice 4: fat (-90,
+    # airless, fatty). Slice 5: a mix, 1 of its 16 voxels air (6 % < 10 %), median -80 HU.
+    mask = np.zeros((6, 8, 8), dtype=bool)
+    mask[:, 2:6, 2:6] = True
+    hu = np.full(mask.shape, 40.0)
+    hu[1:4] = -850.0
+    hu[4] = -90.0
+    hu[5] = -80.0
+    hu[5, 2, 2] = -900.0
+    kept = trim_fatty_ends(mask, hu)
+    assert kept[:4].sum() == 4 * 16  # the base and the aerated slices stay
+    assert not kept[4:].any()  # the two fatty end slices go
+    # A fatty slice between aerated ones is not an end: it stays.
+    hu[2] = -90.0
+    assert trim_fatty_ends(mask, hu)[2, 2:6, 2:6].all()
