@@ -51,7 +51,8 @@ from stitchnet.data.scan_checks import (
     check_hounsfield,
     check_nifti_voxel_sizes,
 )
-from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, read_image_file, slice_windows
+from stitchnet.data.slice_scale import slice_windows
+from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, read_image_file
 
 DISPLAY_AXCODES = ("S", "L", "P")  # display axes (Z, Y, X): inferior->superior, R->L, A->P
 # The same axes in nibabel's (i, j, k) order: display = transpose(xyz, (2, 0, 1)).
