@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stitchnet.data.hu_scale import INDEX_COLUMNS, recorded_windows
+from stitchnet.data.hu_scale import INDEX_COLUMNS, gray_to_hu, recorded_windows
 from stitchnet.data.sources import DataError, hu_window
 
 
@@ -57,8 +57,7 @@ def to_window(
     `source` None: the gray is taken as already in `window`."""
     if source is None or tuple(map(float, source)) == tuple(map(float, window)):
         return gray
-    lo, hi = float(source[0]), float(source[1])
-    return hu_window(lo + (hi - lo) * gray, window)
+    return hu_window(gray_to_hu(gray, source), window)
 
 
 def _has_columns(path: Path, columns: Iterable[str]) -> bool:

@@ -26,14 +26,6 @@ from stitchnet.data.types import SliceRecord
 from stitchnet.data.volumes import Volume, read_volume
 
 
-def to_display(vol: Volume, data: np.ndarray) -> np.ndarray:
-    """An array in the input's own voxel order (i, j, k) -> the volume's display (Z, Y, X)."""
-    from nibabel import orientations as ornt_
-
-    xyz = ornt_.apply_orientation(data, vol.ornt)  # (i, j, k) -> (L, P, S) order
-    return np.ascontiguousarray(np.transpose(xyz, (2, 0, 1)))
-
-
 def _companion(path: str | Path, vol: Volume, what: str) -> np.ndarray:
     """A label or lung NIfTI of the image's voxel shape, in display orientation."""
     import nibabel as nib
@@ -52,7 +44,7 @@ def _companion(path: str | Path, vol: Volume, what: str) -> np.ndarray:
             f"{path}: volume shape {tuple(data.shape)} differs from its image {vol.source} "
             f"{tuple(vol.shape)}; expected the same shape"
         )
-    return to_display(vol, data)
+    return vol.from_input_order(data)
 
 
 def _dicom_patient(vol: Volume) -> str | None:
@@ -101,7 +93,7 @@ def volume_records(
     files = [str(path)] * vol.hu.shape[0]
     if vol.dicom_files:
         # Where the files' axis k lands: a (1, 1, n) index array through the same transform.
-        order = to_display(vol, np.arange(len(vol.dicom_files)).reshape(1, 1, -1))
+        order = vol.from_input_order(np.arange(len(vol.dicom_files)).reshape(1, 1, -1))
         if order.shape[0] == vol.hu.shape[0]:  # axial series: one file per display slice
             files = [str(vol.dicom_files[int(order[z, 0, 0])]) for z in range(order.shape[0])]
     records = []

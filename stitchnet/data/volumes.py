@@ -94,6 +94,12 @@ class Volume:
         back = ornt_.apply_orientation(xyz, inverse)
         return np.ascontiguousarray(back)
 
+    def from_input_order(self, arr: np.ndarray) -> np.ndarray:
+        """An array in the input's own (i, j, k) voxel order -> display (Z, Y, X) (any dtype): a
+        label volume given beside the scan, turned as the scan was."""
+        xyz = ornt_.apply_orientation(arr, self.ornt)  # (i, j, k) -> (L, P, S) order
+        return np.ascontiguousarray(np.transpose(xyz, (2, 0, 1)))
+
     def voxel_volume_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0  # mm^3 -> mL
 
