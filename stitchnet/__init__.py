@@ -9,22 +9,22 @@ Everything the CLI does is one import away:
 which would hide the submodules.)
 """
 
-__version__ = "0.1.0"
-
-from stitchnet.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from stitchnet.data import prepare, read_source  # noqa: E402
-from stitchnet.evaluate import format_table1  # noqa: E402
-from stitchnet.models import MODEL_NAMES, build_model, model_config  # noqa: E402
-from stitchnet.pipeline import (  # noqa: E402
+from stitchnet.config import DataConfig, RunConfig, TrainConfig
+from stitchnet.data import prepare, read_source
+from stitchnet.evaluate import format_table1
+from stitchnet.models import MODEL_NAMES, build_model, model_config
+from stitchnet.pipeline import (
     evaluate_folder,
     fit,
     predict_folder,
     prepare_folder,
     run_config,
 )
+from stitchnet.version import __version__
 
 __all__ = [
     "MODEL_NAMES",
+    "__version__",
     "DataConfig",
     "RunConfig",
     "TrainConfig",

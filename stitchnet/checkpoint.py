@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
-import stitchnet
 from stitchnet.config import RunConfig
 from stitchnet.models import config_from_dict, model_class
 from stitchnet.models.base import SegmentationModel
 from stitchnet.outdir import atomic_write
+from stitchnet.version import __version__
 
 FORMAT = "stitchnet-checkpoint"
 FORMAT_VERSION = 2  # 2: objective_name, objective_config, objective_state
@@ -86,7 +86,7 @@ def save_checkpoint(
     ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "stitchnet_version": stitchnet.__version__,
+        "stitchnet_version": __version__,
         "model_name": run_config.model,
         "model_config": config_dict(model.config),
         "run_config": run_config.to_dict(),
@@ -134,7 +134,7 @@ def load_checkpoint(
     if not (isinstance(version, int) and 1 <= version <= FORMAT_VERSION):
         raise CheckpointError(
             f"{path} has checkpoint format version {version!r} (written by stitchnet "
-            f"{ckpt.get('stitchnet_version')}); this stitchnet {stitchnet.__version__} reads "
+            f"{ckpt.get('stitchnet_version')}); this stitchnet {__version__} reads "
             f"version {FORMAT_VERSION} and older ones; use the matching stitchnet version"
         )
     if version == 1:  # before objectives: every run trained with the model's own loss

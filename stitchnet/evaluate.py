@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from stitchnet.checkpoint import atomic_write
 from stitchnet.config import CLASS_NAMES, NUM_CLASSES
 from stitchnet.data.types import PreparedSet
 from stitchnet.metrics import (
@@ -33,6 +32,7 @@ from stitchnet.metrics import (
     summarize,
 )
 from stitchnet.models.base import SegmentationModel
+from stitchnet.outdir import atomic_write
 
 # Table 1's row labels, in the paper's order, and the groups they show.
 TABLE1_ROWS = (("GGO", "ggo"), ("CON", "consolidation"), ("Background", "background"))

@@ -49,7 +49,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
-import stitchnet
+from stitchnet.version import __version__
 
 MARKER = ".stitchnet-output.json"
 REPLACED = ("segment", "predict", "evaluate")  # written whole, then swapped in
@@ -224,7 +224,7 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
 
 def write_marker(folder: Path, command: str, files: list[str] | None = None) -> None:
     """Write MARKER into `folder` (atomically); `files`: what a replaced output holds."""
-    record: dict[str, Any] = {"command": command, "stitchnet_version": stitchnet.__version__}
+    record: dict[str, Any] = {"command": command, "stitchnet_version": __version__}
     if files is not None:
         record["files"] = files
     text = json.dumps(record, indent=1) + "\n"

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from stitchnet import __version__, pipeline
+from stitchnet import pipeline
 from stitchnet.outdir import check_output, open_output
+from stitchnet.version import __version__
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from stitchnet.checkpoint import atomic_write
 from stitchnet.evaluate import EvalResult
+from stitchnet.outdir import atomic_write
 
 VAL_GROUPS = ("ggo", "consolidation", "background", "overall")
 VAL_COLUMNS = ("val_lesion_dice", *(f"val_{g}_{m}" for g in VAL_GROUPS for m in ("f1", "iou")))

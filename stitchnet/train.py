@@ -35,7 +35,6 @@ from stitchnet.augment import apply_geometry, apply_params, sample_params
 from stitchnet.checkpoint import (
     BEST_NAME,
     LAST_NAME,
-    atomic_write,
     load_checkpoint,
     save_checkpoint,
 )
@@ -47,6 +46,7 @@ from stitchnet.models import build_model
 from stitchnet.models.base import SegmentationModel
 from stitchnet.objectives import Objective, build_objective
 from stitchnet.objectives.base import Draws, rows_of
+from stitchnet.outdir import atomic_write
 from stitchnet.runlog import CsvLog, Mean, tensorboard, val_metrics
 from stitchnet.scanner_aug import ScannerAugSpec, apply_scanner, sample_scanner, scanner_spec
 

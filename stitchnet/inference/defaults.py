@@ -26,13 +26,13 @@ from typing import Any
 import torch
 
 from stitchnet.checkpoint import (
-    atomic_write,
     half_state,
     load_checkpoint,
     model_from_checkpoint,
     resolve_checkpoint,
 )
 from stitchnet.config import RunConfig
+from stitchnet.outdir import atomic_write
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = ASSETS / "default_model.pt"

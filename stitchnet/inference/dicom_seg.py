@@ -203,7 +203,7 @@ def write_volume_seg(
     """
     import pydicom
 
-    from stitchnet import __version__
+    from stitchnet.version import __version__
 
     if vol.kind != "dicom" or not vol.dicom_files:
         raise VolumeError(f"{vol.source}: a DICOM SEG needs a DICOM source; this is {vol.kind}")
