@@ -38,8 +38,8 @@ test: $(STAMP) browser dicom3tools
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check stitchnet tests benchmarks
-	$(BIN)/ruff format --check stitchnet tests benchmarks
+	$(BIN)/ruff check stitchnet tests benchmarks experiments
+	$(BIN)/ruff format --check stitchnet tests benchmarks experiments
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sixth lease of issue 9 on one GPU: the `paper` preset (352 px, 80 epochs) of the
+# Run 6 of the comparison on one GPU: the `paper` preset (352 px, 80 epochs) of the
 # recommended model (`stitchnet train` without --model), seeds 0, 1 and 2 side by side, to
 # set beside the `paper`-preset U-Net's three seeds (README).
 #
@@ -7,8 +7,8 @@
 # not finished. With FINAL=1 a run still unfinished near the time limit is ended at its last
 # epoch and tested on its best validated epoch (rerunning with --epochs K resumes and ends a
 # run at epoch K). Results without weights go to $OUT/results.tgz and a summary to stdout.
-#   PYTHONPATH=$PWD LIMIT=560 bash benchmarks/gpu_issue9_paper.sh            # first call
-#   PYTHONPATH=$PWD LIMIT=150 FINAL=1 bash benchmarks/gpu_issue9_paper.sh    # second call
+#   PYTHONPATH=$PWD LIMIT=560 bash experiments/ssl_comparison/paper_preset.sh            # first call
+#   PYTHONPATH=$PWD LIMIT=150 FINAL=1 bash experiments/ssl_comparison/paper_preset.sh    # second call
 # PRESET=cpu-small EPOCHS=2 shortens every run (a smoke test of the script on a CPU).
 set -u
 OUT=${OUT:-gpu-out}

@@ -1,9 +1,10 @@
-"""Issue 9's schedule check: is preset cpu's 60-epoch schedule long enough to compare on?
+"""The schedule check: is preset cpu's 60-epoch schedule long enough to compare on?
 
-    python benchmarks/schedule_check.py BASE LONGER > docs/results/cpu-gpu/extra/schedule.md
+    python experiments/ssl_comparison/schedule_table.py BASE LONGER \
+        > docs/results/cpu-gpu/extra/schedule.md
 
 BASE is the `reproduce --preset cpu` folder (60 epochs); LONGER holds the runs of
-gpu_issue9_schedule.py on the same split and seeds (the recommended model and the U-Net at 120
+schedule.py on the same split and seeds (the recommended model and the U-Net at 120
 epochs; paste p = 1 and an EMA teacher at 60). Prints, per labelled count, every run's test lesion
 Dice per seed and the per-seed gains of the pairs below (same seed, same labelled slices), with the
 report's rule: a mean gain inside the seeds' spread is "not shown". Also the epoch at which each
@@ -63,10 +64,10 @@ def section(base: Path, longer: Path, pattern: str) -> list[str]:
 
 def main(base: Path, longer: Path) -> None:
     lines = [
-        "# Schedule check (issue 9): preset cpu at 60 and 120 epochs",
+        "# Schedule check: preset cpu at 60 and 120 epochs",
         "",
-        f"Made by `python benchmarks/schedule_check.py {base} {longer}`; test lesion Dice "
-        "(per-slice mean) on the project's split.",
+        f"Made by `python experiments/ssl_comparison/schedule_table.py {base} {longer}`; "
+        "test lesion Dice (per-slice mean) on the project's split.",
     ]
     for title, pattern in (
         ("30 labelled slices (the full training part)", "runs/*/seed*"),

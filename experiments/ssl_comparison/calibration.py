@@ -5,8 +5,10 @@ For each run folder (best.pt, and splits.json in it or above it, as `stitchnet t
 Brier, AUROC of entropy against pixel errors, per-slice entropy vs lesion Dice, mean mutual
 information, on the run's own test split inside the true lung field.
 
-    python benchmarks/calibration.py runs/cpu-small/unet_s0 runs/cpu-small/stitchnet_s0
-    python benchmarks/calibration.py RUN... --samples 16 --labelled data/medseg_covid19_train50
+    python experiments/ssl_comparison/calibration.py runs/cpu-small/unet_s0 \
+        runs/cpu-small/stitchnet_s0
+    python experiments/ssl_comparison/calibration.py RUN... --samples 16 \
+        --labelled data/medseg_covid19_train50
 """
 
 from __future__ import annotations

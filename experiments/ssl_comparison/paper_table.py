@@ -1,13 +1,14 @@
-"""Issue 9 at the `paper` preset: the recommended model against the supervised U-Net.
+"""The comparison at the `paper` preset: the recommended model against the supervised U-Net.
 
-    python benchmarks/paper_check.py docs/results/cpu-gpu/extra/paper \
+    python experiments/ssl_comparison/paper_table.py docs/results/cpu-gpu/extra/paper \
         > docs/results/cpu-gpu/extra/paper.md
 
 The folder holds MODEL/seedN run folders (config.json, log.csv, test/metrics.json) for MODEL
 `unet` (`stitchnet train --model unet --preset paper`) and `recommended` (`stitchnet train
---preset paper`, no --model; benchmarks/gpu_issue9_paper.sh), all on the project's split. Prints
-the per-seed test scores, the gain paired by seed with the report's rule (a mean gain inside the
-seeds' spread is "not shown"), GGO and consolidation F1, and the validation peak of each run.
+--preset paper`, no --model; experiments/ssl_comparison/paper_preset.sh), all on the project's
+split. Prints the per-seed test scores, the gain paired by seed with the report's rule (a mean
+gain inside the seeds' spread is "not shown"), GGO and consolidation F1, and the validation peak
+of each run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from schedule_check import best_epoch
+from schedule_table import best_epoch
 
 from stitchnet.figures import read_log
 from stitchnet.report import paired_gains, pooled_lesion_dice, seed_table
@@ -83,10 +84,10 @@ def pooled_gain(runs: dict[str, dict[int, dict]]) -> str:
 def main(folder: Path) -> None:
     runs = load(folder)
     lines = [
-        "# Issue 9 at the `paper` preset (352 px, 80 epochs, one H100)",
+        "# The comparison at the `paper` preset (352 px, 80 epochs, one H100)",
         "",
-        f"Made by `python benchmarks/paper_check.py {folder}`; test lesion Dice (per-slice mean) "
-        "on the project's 10 test slices, the same split for every run.",
+        f"Made by `python experiments/ssl_comparison/paper_table.py {folder}`; test lesion Dice "
+        "(per-slice mean) on the project's 10 test slices, the same split for every run.",
         "",
         *seed_table(runs, LABEL),
         "",

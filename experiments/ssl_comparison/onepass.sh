@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The third lease of issue 9 on one GPU: the one-pass objective (stitchnet/objectives/one_pass.py)
-# at preset cpu, on the split of the first two leases. Carry their reproduce folder without
+# Run 3 of the comparison on one GPU: the one-pass objective (stitchnet/objectives/one_pass.py)
+# at preset cpu, on the split of runs 1-2. Carry their reproduce folder without
 # weights as runs/gpu9/cpu; then, all side by side (1 CPU thread each):
 #   - StitchNet-skip + one-pass FixMatch + ELBO, and the same with lesion paste: 3 seeds each
 #     on the full training part, and 2 seeds each on 5 and 15 labelled slices (14 runs);
@@ -8,9 +8,9 @@
 #     recommended model is chosen again on validation, the calibration and the report are made.
 # Results without weights go to $OUT/results.tgz; half-precision copies of the two seed-0 main
 # runs' best.pt (for the shipped default, should one of them become the recommended model) too.
-#   PYTHONPATH=$PWD LIMIT=500 bash benchmarks/gpu_issue9_onepass.sh
+#   PYTHONPATH=$PWD LIMIT=500 bash experiments/ssl_comparison/onepass.sh
 # EPOCHS=1 JOBS=2 shortens every run (a smoke test of the script on a CPU). The trainings
-# themselves are in gpu_issue9_onepass.py.
+# themselves are in onepass.py.
 set -u
 OUT=${OUT:-gpu-out}
 LIMIT=${LIMIT:-500}
@@ -22,7 +22,7 @@ start=$(date +%s)
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"; } \
   > "$OUT/device.txt" 2>&1
-timeout "$LIMIT" python3 benchmarks/gpu_issue9_onepass.py "$RUNS" "$JOBS" ${EPOCHS:-} \
+timeout "$LIMIT" python3 experiments/ssl_comparison/onepass.py "$RUNS" "$JOBS" ${EPOCHS:-} \
   > "$OUT/driver.log" 2>&1
 echo "driver exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
 tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='tensorboard' --exclude='report.html' "$RUNS"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The fifth lease of issue 9 on one GPU. Carry the earlier leases' split as runs/gpu10/splits.json
+# Run 5 of the comparison on one GPU. Carry the split of runs 1-4 as runs/gpu10/splits.json
 # (a copy of runs/gpu/cpu/splits.json); then, side by side:
-#   1. gpu_issue9_schedule.py: the recommended model with a longer schedule, paste p=1 or an
+#   1. schedule.py: the recommended model with a longer schedule, paste p=1 or an
 #      EMA teacher, and the U-Net with the longer schedule, at preset cpu (JOBS at a time);
 #   2. the `paper` preset (352 px, 80 epochs) of the recommended model (`stitchnet train` without
 #      --model), seed 0, stopped at the time limit if it has not finished and then tested on its
 #      best validated epoch (rerunning with --epochs K resumes and ends a run at epoch K).
 # Results without weights go to $OUT/results.tgz.
-#   PYTHONPATH=$PWD LIMIT=540 bash benchmarks/gpu_issue9_schedule.sh
+#   PYTHONPATH=$PWD LIMIT=540 bash experiments/ssl_comparison/schedule.sh
 # SCALE=60 PAPER_EPOCHS=1 JOBS=2 shortens every run (a smoke test of the script on a CPU).
 set -u
 OUT=${OUT:-gpu-out}
@@ -24,7 +24,7 @@ left() { echo $(( LIMIT - ($(date +%s) - start) )); }
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"; } \
   > "$OUT/device.txt" 2>&1
-timeout "$LIMIT" python3 benchmarks/gpu_issue9_schedule.py "$RUNS" "$JOBS" ${SCALE:-1} \
+timeout "$LIMIT" python3 experiments/ssl_comparison/schedule.py "$RUNS" "$JOBS" ${SCALE:-1} \
   > "$RUNS/driver.log" 2>&1 &
 driver=$!
 d=$RUNS/paper/recommended_seed0

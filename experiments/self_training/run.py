@@ -1,7 +1,7 @@
-"""Issue 9: does self-training from a finished supervised U-Net beat that U-Net?
+"""Does self-training from a finished supervised U-Net beat that U-Net?
 
-    python benchmarks/self_training.py RUNS_DIR [--counts 5 30] [--epochs 120] [--scale K]
-    python benchmarks/self_training.py RUNS_DIR --table > docs/results/cpu/self-training.md
+    python experiments/self_training/run.py RUNS_DIR [--counts 5 30] [--epochs 120] [--scale K]
+    python experiments/self_training/run.py RUNS_DIR --table > docs/results/cpu/self-training.md
 
 RUNS_DIR/splits.json is the split of the earlier comparison (a copy of
 `runs/gpu/cpu/splits.json`), so the labelled subsets are the same slices. For each labelled
@@ -42,10 +42,11 @@ def train_pair(out: Path, n: int, seed: int, epochs: int) -> None:
 
 def table(out: Path) -> str:
     lines = [
-        "# Self-training from the supervised U-Net (issue 9)",
+        "# Self-training from the supervised U-Net",
         "",
-        f"Made by `python benchmarks/self_training.py {out} --table`; test lesion Dice (per-slice "
-        "mean) on the project's split, both runs trained for the same epochs at preset cpu.",
+        f"Made by `python experiments/self_training/run.py {out} --table`; test lesion Dice "
+        "(per-slice mean) on the project's split, both runs trained for the same epochs at "
+        "preset cpu.",
     ]
     for n, pattern in (
         (30, "runs/*/seed*"),

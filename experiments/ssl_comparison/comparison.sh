@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 9's comparison on one lent GPU, in one prepared run (~9 min on an H100):
+# Run 1 of the semi-supervised comparison on one GPU, in one prepared run (~9 min on an H100):
 #   1. `stitchnet reproduce --preset cpu --jobs J`: every variant x 3 seeds at 128 px, the
 #      recommended model chosen on validation, then the label-efficiency runs;
 #   2. side by side with it, the `paper` preset (352 px) of the supervised U-Net and of the
 #      semi-supervised candidates, one seed each.
 # Results are packed into $OUT (or ./gpu-out). The project runs uninstalled:
-#   PYTHONPATH=$PWD bash benchmarks/gpu_issue9.sh
+#   PYTHONPATH=$PWD bash experiments/ssl_comparison/comparison.sh
 set -u
 OUT=${OUT:-gpu-out}
 JOBS=${JOBS:-12}

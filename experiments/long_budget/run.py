@@ -5,8 +5,8 @@ where the unlabelled slices do not measurably help StitchNet. This trains the sa
 600 steps (150 epochs of 4 steps at the `cpu-small` preset, 64 px), validating every 10 epochs,
 on the demo's split (the same seeded split), and prints test lesion Dice per seed.
 
-    python benchmarks/long_budget.py                    # seeds 0 and 1, runs under runs/long_budget
-    python benchmarks/long_budget.py --seeds 0 --epochs 2   # a quick check that it runs
+    python experiments/long_budget/run.py                 # seeds 0 and 1, under runs/long_budget
+    python experiments/long_budget/run.py --seeds 0 --epochs 2   # a quick check that it runs
 """
 
 from __future__ import annotations

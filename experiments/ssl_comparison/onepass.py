@@ -1,13 +1,13 @@
-"""Issue 9's third GPU lease, the trainings: the one-pass variants at preset cpu, side by side.
+"""Run 3 of the comparison on one GPU: the one-pass variants at preset cpu, side by side.
 
-    python benchmarks/gpu_issue9_onepass.py RUNS_DIR JOBS [EPOCHS]
+    python experiments/ssl_comparison/onepass.py RUNS_DIR JOBS [EPOCHS]
 
 RUNS_DIR is a `reproduce --preset cpu` folder (its splits.json at least). Trains, `JOBS` at a
 time: StitchNet-skip + one-pass FixMatch + ELBO, with and without lesion paste, 3 seeds each on
 the full training part and 2 seeds each on 5 and 15 labelled slices; then runs `reproduce` on the
 folder (finished runs are skipped; the recommended model is chosen again on validation; the
 calibration and the report are written). EPOCHS shortens every run (a smoke test). Called by
-gpu_issue9_onepass.sh, which also packs the results.
+onepass.sh, which also packs the results.
 """
 
 import sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The second lease of issue 9 on one GPU: finish what the first (benchmarks/gpu_issue9.sh) left.
-# Carry the first lease's runs/gpu (run folders without weights) and run, side by side:
+# Run 2 of the comparison on one GPU: finish what run 1 (experiments/ssl_comparison/comparison.sh) left.
+# Carry run 1's runs/gpu (run folders without weights) and run, side by side:
 #   1. `reproduce --preset cpu` on runs/gpu/cpu: it resumes, so only the unfinished main runs
 #      train, then the recommended model is chosen on validation, then the label-efficiency runs
 #      (5 and 15 slices) and the calibration of the runs whose weights are here;
@@ -8,10 +8,10 @@
 #      data at the cpu preset (the recommended configuration), and its calibration;
 #   3. the `paper` preset (352 px) of the recommended model, seed 0, stopped at the time limit and
 #      then tested on its best validated epoch (rerunning with --epochs K resumes and finishes);
-#      and of the supervised U-Net, seeds 1 and 2 (seed 0 is from the first lease);
+#      and of the supervised U-Net, seeds 1 and 2 (seed 0 is from run 1);
 #   4. a method tried for the targets: the recommended model with class-aware thresholds
 #      (lesion classes kept at confidence 0.8 instead of 0.95), 3 seeds on the same split.
-#   PYTHONPATH=$PWD LIMIT=520 bash benchmarks/gpu_issue9_resume.sh
+#   PYTHONPATH=$PWD LIMIT=520 bash experiments/ssl_comparison/comparison_resume.sh
 set -u
 OUT=${OUT:-gpu-out}
 LIMIT=${LIMIT:-520}
@@ -62,7 +62,7 @@ wait $repro
 echo "reproduce exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
 wait
 echo "all done after $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
-python3 benchmarks/calibration.py runs/gpu/default-rec > "$OUT/calibration-default-rec.md" 2>&1
+python3 experiments/ssl_comparison/calibration.py runs/gpu/default-rec > "$OUT/calibration-default-rec.md" 2>&1
 # Calibration of whatever finished, also where reproduce was stopped before its own last stage.
 python3 -c "
 from pathlib import Path; from stitchnet.calibration import calibrate_runs

@@ -1,8 +1,8 @@
-"""Issue 9's fifth GPU lease, the cpu-preset trainings: what might close the 5-slice gap.
+"""Run 5 of the comparison on one GPU, the cpu-preset trainings: what might close the 5-slice gap.
 
-    python benchmarks/gpu_issue9_schedule.py RUNS_DIR JOBS [EPOCHS_SCALE]
+    python experiments/ssl_comparison/schedule.py RUNS_DIR JOBS [EPOCHS_SCALE]
 
-RUNS_DIR holds the `reproduce --preset cpu` split (splits.json) of the earlier leases, so every
+RUNS_DIR holds the `reproduce --preset cpu` split (splits.json) of runs 1-4, so every
 run here pairs by seed with the runs of that folder (the same labelled subsets). Trains, `JOBS`
 side by side, the recommended model (StitchNet-skip + one-pass FixMatch + lesion paste 0.5 +
 ELBO) changed one way at a time, and the supervised U-Net under the longer schedule:
@@ -13,7 +13,7 @@ ELBO) changed one way at a time, and the supervised U-Net under the longer sched
     student, 5 slices;
   - last, if the time limit allows: `long` and `unet_long` on 15 slices.
 Seeds 0-3 at 5 and 15 slices, 0-2 at 30 (the protocol's counts). EPOCHS_SCALE divides every
-run's epochs (a smoke test on a CPU). Called by gpu_issue9_schedule.sh.
+run's epochs (a smoke test on a CPU). Called by schedule.sh.
 """
 
 import sys
