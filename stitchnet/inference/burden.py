@@ -53,24 +53,30 @@ def lesion_burden(labels: np.ndarray, sides: np.ndarray, voxel_ml: float) -> dic
         codes = side.astype(np.int64) * 4 + label.astype(np.int64)  # (slab, Y * X) in 0..11
         counts += np.bincount(codes.ravel(), minlength=12)[:12]
     counts = counts.reshape(3, 4)
-    out = {}
-    for region, which in REGIONS.items():
-        c = counts[list(which)].sum(axis=0)  # (4,) voxels per class in this region
-        lung = int(c[1:].sum())
-        ggo, cons = int(c[GGO]), int(c[CONSOLIDATION])
-        out[region] = {
-            "lung_voxels": lung,
-            "ggo_voxels": ggo,
-            "consolidation_voxels": cons,
-            "lung_ml": lung * voxel_ml,
-            "ggo_ml": ggo * voxel_ml,
-            "consolidation_ml": cons * voxel_ml,
-            "lesion_ml": (ggo + cons) * voxel_ml,
-            "ggo_pct": _pct(ggo, lung),
-            "consolidation_pct": _pct(cons, lung),
-            "lesion_pct": _pct(ggo + cons, lung),
-        }
-    return out
+    # (4,) voxels per class in each region
+    return {
+        region: burden_row(counts[list(which)].sum(axis=0), voxel_ml)
+        for region, which in REGIONS.items()
+    }
+
+
+def burden_row(class_counts: np.ndarray, voxel_ml: float) -> dict[str, Any]:
+    """One region's row from its (4,) voxel counts per class id 0-3 (class 0 is not lung):
+    voxels, mL, and % of the region's lung (None when it has no lung)."""
+    lung = int(class_counts[1:].sum())
+    ggo, cons = int(class_counts[GGO]), int(class_counts[CONSOLIDATION])
+    return {
+        "lung_voxels": lung,
+        "ggo_voxels": ggo,
+        "consolidation_voxels": cons,
+        "lung_ml": lung * voxel_ml,
+        "ggo_ml": ggo * voxel_ml,
+        "consolidation_ml": cons * voxel_ml,
+        "lesion_ml": (ggo + cons) * voxel_ml,
+        "ggo_pct": _pct(ggo, lung),
+        "consolidation_pct": _pct(cons, lung),
+        "lesion_pct": _pct(ggo + cons, lung),
+    }
 
 
 def _pct(part: int, whole: int) -> float | None:

@@ -2,8 +2,9 @@
 
     DIR/labels.nii.gz   class ids 0-3 in the input's voxel order, shape and affine
     DIR/lung.nii.gz     0 outside the lungs, 1 the patient's right lung, 2 the left
-    DIR/burden.json     lung, GGO, consolidation in mL and % of lung per side and in total, with
-                        the scan, the model and the voxel size they came from
+    DIR/burden.json     lung, GGO, consolidation in mL and % of lung per side and in total, and
+                        per zone of each lung ("zones": thirds and halves, zones.py), with the
+                        scan, the model and the voxel size they came from
     DIR/burden.csv      the same numbers, one row per region
     DIR/overlays/       slice_ZZZZ.png per display slice (Z from inferior to superior): the
                         windowed scan with GGO tinted green and consolidation blue
@@ -41,7 +42,13 @@ import numpy as np
 import torch
 
 from stitchnet.data.sources import hu_window
-from stitchnet.data.volumes import Volume, VolumeError, read_volume, write_label_volume
+from stitchnet.data.volumes import (
+    DISPLAY_AXCODES,
+    Volume,
+    VolumeError,
+    read_volume,
+    write_label_volume,
+)
 from stitchnet.figures import overlay
 from stitchnet.inference.burden import burden_csv, lesion_burden
 from stitchnet.inference.defaults import load_segmentation_model
@@ -55,6 +62,7 @@ from stitchnet.inference.twin import has_styles
 from stitchnet.inference.twin import twin_mode as parse_twin_mode
 from stitchnet.inference.uncertainty import uncertainty_csv
 from stitchnet.inference.viewer import lesion_ml_per_slice, write_viewer
+from stitchnet.inference.zones import zone_burden
 from stitchnet.outdir import check_output, staged_dir
 
 REPORT_COLUMNS = ("lung_ml", "ggo_ml", "consolidation_ml", "lesion_ml", "lesion_pct")
@@ -129,6 +137,8 @@ def segment_scan(
         "voxel_volume_ml": vol.voxel_volume_ml(),
         "model": model_info,
         "regions": lesion_burden(result.labels, result.lung, vol.voxel_volume_ml()),
+        # The display arrays' axes, which the reader derived from the affine.
+        "zones": zone_burden(result.labels, result.lung, DISPLAY_AXCODES, vol.voxel_volume_ml()),
         "notes": list(getattr(vol, "notes", [])),
     }
     if uncertainty:
