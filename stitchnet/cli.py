@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from stitchnet.config import PRESETS
+from stitchnet.data.label_maps import LABEL_MAP_HELP
 from stitchnet.models import MODEL_NAMES
 from stitchnet.objectives import OBJECTIVES
 from stitchnet.recommended import (
@@ -45,6 +46,10 @@ def _add_window(p: argparse.ArgumentParser) -> None:
         "stitchnet.data.hu_scale annotate FOLDER` records the window per slice instead, and a "
         "recorded window wins. DICOM and NIfTI hold HU and ignore it",
     )
+
+
+def _add_label_map(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-map", default=None, metavar="NAME|FILE", help=LABEL_MAP_HELP)
 
 
 def _source_window(args: argparse.Namespace) -> tuple[float, float] | None:
@@ -98,10 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "lung field, crop, resize and cache the arrays so that training starts fast.",
     )
     p.add_argument(
-        "source", help="folder with images/ (+ masks/, index.csv), .nii(.gz) or DICOM dir"
+        "source",
+        help="folder with images/ (+ masks/, index.csv), .nii(.gz), or a volume dataset or "
+        "folder of scans, cached slice by slice for train (docs/train-on-your-data.md)",
     )
     p.add_argument("--preset", choices=PRESETS, default="cpu-small")
     _add_window(p)
+    _add_label_map(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -135,12 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="set one field of the objective's config (VALUE in JSON, e.g. threshold=0.9 or "
         "elbo_unlabelled=false); repeatable",
     )
-    p.add_argument("--labelled", required=True, help="folder: images/, masks/, optional index.csv")
+    p.add_argument(
+        "--labelled",
+        required=True,
+        help="slice folder (images/, masks/, optional index.csv) or labelled volumes: nnU-Net "
+        "imagesTr/ + labelsTr/, CASE.nii.gz + CASE_mask.nii.gz, or images/ + masks/ of volumes "
+        "(each case one patient in the split; docs/train-on-your-data.md)",
+    )
     p.add_argument(
         "--unlabelled",
         default=None,
-        help="folder of unlabelled slices (used by the generative models and by --ssl methods)",
+        help="folder of unlabelled slices, or of scans (DICOM trees and NIfTI files, found "
+        "recursively; only slices inside the lung field), used by the generative models and by "
+        "--ssl methods",
     )
+    _add_label_map(p)
     p.add_argument("--preset", choices=PRESETS, default="cpu-small")
     p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
     p.add_argument("--seed", type=int, default=0)
@@ -168,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate",
-        help="score a trained model on a labelled folder: metrics.json and per_image.csv",
+        help="score a trained model on a labelled folder: metrics.json and per_image.csv "
+        "(labelled volumes also volumes.csv/.json: 3-D Dice and burden error per case)",
     )
-    _add_model_io(p, folder_help="labelled folder: images/ and masks/")
+    _add_model_io(p, folder_help="labelled folder (images/ and masks/) or labelled volumes")
+    _add_label_map(p)
 
     p = sub.add_parser(
         "predict",
@@ -229,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.cache,
                 progress,
                 source_window=_source_window(args),
+                label_map=args.label_map,
             )
             kind = "labelled" if data.labelled else "unlabelled"
             print(
@@ -263,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_labelled=args.max_labelled,
                 scanner_aug={} if _scanner_aug(args) else None,
                 source_window=_source_window(args),
+                label_map=args.label_map,
             )
             import torch.distributed as dist
 
@@ -281,9 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.cache,
                 progress,
                 source_window=_source_window(args),
+                label_map=args.label_map,
             )
             print(format_table1({Path(args.checkpoint).name: res}))
             print(f"wrote {Path(args.out) / 'metrics.json'} and per_image.csv")
+            if (Path(args.out) / "volumes.csv").is_file():
+                print("and per case in 3-D: volumes.csv, volumes.json")
         elif args.command == "predict":
             written = pipeline.predict_folder(
                 args.checkpoint,

@@ -23,9 +23,12 @@ from PIL import Image
 from stitchnet.checkpoint import model_from_checkpoint
 from stitchnet.config import DATA_PRESETS, TRAIN_PRESETS, RunConfig, check_preset
 from stitchnet.data import detect_layout, load_lung_segmenter, prepare, read_source
+from stitchnet.data.label_maps import resolve_label_map
 from stitchnet.data.splits import check_no_patient_leak, load_or_make_splits
 from stitchnet.data.types import PreparedSet
+from stitchnet.data.volume_dataset import LABELLED_LAYOUTS, detect_volume_layout, prepare_volumes
 from stitchnet.evaluate import EvalResult, evaluate, write_evaluation
+from stitchnet.evaluate_volumes import evaluate_volumes, write_volume_evaluation
 from stitchnet.figures import overlay
 from stitchnet.inference.kernel import predict_classes
 from stitchnet.inference.orient import radiological
@@ -129,11 +132,21 @@ def prepare_folder(
     progress: bool = True,
     require_masks: bool = False,
     source_window: tuple[float, float] | None = None,
+    label_map: str | None = None,
 ) -> PreparedSet:
-    """Read any supported source (folder, NIfTI, DICOM series, CC-CCII) and pre-process it.
-    `source_window`: the HU window of 8-bit slices that carry no recorded one (read_folder)."""
+    """Read any supported source (folder, NIfTI, DICOM series, CC-CCII, a volume dataset or a
+    folder of scans: data.volume_dataset) and pre-process it. `source_window`: the HU window of
+    8-bit slices that carry no recorded one (read_folder). `label_map`: --label-map, how mask
+    values become our classes (data.label_maps; default: dataset.json's labels, else ours)."""
     source_window = check_source_window(source_window)
-    return _read_and_prepare(path, data_cfg, cache_dir, progress, require_masks, source_window)[1]
+    if detect_volume_layout(path) is not None:
+        # Volumes go through the slice cache: a second run reads no volume.
+        cache = default_cache_dir() if cache_dir is None else Path(cache_dir)
+        labelled = True if require_masks else None
+        return prepare_volumes(path, data_cfg, cache, progress, labelled, label_map)
+    return _read_and_prepare(
+        path, data_cfg, cache_dir, progress, require_masks, source_window, label_map
+    )[1]
 
 
 def _read_and_prepare(
@@ -143,6 +156,7 @@ def _read_and_prepare(
     progress: bool,
     require_masks: bool = False,
     source_window: tuple[float, float] | None = None,
+    label_map: str | None = None,
 ) -> tuple[list, PreparedSet]:
     """The raw records (predict needs their original pixels) and their pre-processed set.
 
@@ -154,6 +168,8 @@ def _read_and_prepare(
         kwargs["window"] = tuple(data_cfg.lung_window)
     if layout == "folder":
         kwargs["source_window"] = source_window
+        if label_map is not None:
+            kwargs["label_map"] = resolve_label_map(label_map)
     records = read_source(path, layout, **kwargs)
     if require_masks and any(r.mask is None for r in records):
         missing = next(r.path for r in records if r.mask is None)
@@ -206,6 +222,7 @@ def fit(
     objective: str = "none",
     objective_overrides: dict[str, Any] | None = None,
     source_window: tuple[float, float] | None = None,
+    label_map: str | None = None,
     **train_overrides: Any,
 ) -> FitResult:
     """Train `model` on a labelled folder (and an unlabelled one), then score it on the test part.
@@ -220,7 +237,7 @@ def fit(
         model, preset, seed, model_overrides, objective, objective_overrides, **train_overrides
     )
     labelled_set = prepare_folder(
-        labelled, cfg.data, cache_dir, progress, require_masks=True, source_window=source_window
+        labelled, cfg.data, cache_dir, progress, True, source_window, label_map
     )
     open_output(out, "train")  # before the split, the first file written into it
     splits, parts = split_parts(labelled_set, Path(splits_path or out / "splits.json"))
@@ -258,20 +275,26 @@ def evaluate_folder(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     source_window: tuple[float, float] | None = None,
+    label_map: str | None = None,
 ) -> EvalResult:
     """Score a trained model on any labelled folder, with the preprocessing it was trained with.
-    `out_dir` gets metrics.json and per_image.csv, replacing an earlier evaluation there.
-    `source_window`: the HU window of 8-bit slices that carry no recorded one (read_folder)."""
+    `out_dir` gets metrics.json and per_image.csv, replacing an earlier evaluation there; a
+    labelled volume dataset also volumes.csv and volumes.json, per case in 3-D
+    (evaluate_volumes.py). `source_window`: the HU window of 8-bit slices that carry no
+    recorded one (read_folder). `label_map`: --label-map (data.label_maps)."""
     source_window = check_source_window(source_window)
     check_output(out_dir, "evaluate", inputs=(run_or_checkpoint, folder))
     model, ckpt = model_from_checkpoint(run_or_checkpoint)
     cfg = RunConfig.from_dict(ckpt["run_config"])
-    data = prepare_folder(
-        folder, cfg.data, cache_dir, progress, require_masks=True, source_window=source_window
-    )
+    data = prepare_folder(folder, cfg.data, cache_dir, progress, True, source_window, label_map)
     result = evaluate(model, data)
+    cases = None
+    if detect_volume_layout(folder) in LABELLED_LAYOUTS:
+        cases = evaluate_volumes(model, cfg.data, folder, label_map, progress)
     with staged_dir(out_dir, "evaluate") as tmp:
         write_evaluation(result, tmp)
+        if cases is not None:
+            write_volume_evaluation(cases, tmp)
     return result
 
 
