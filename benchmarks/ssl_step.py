@@ -3,12 +3,12 @@
 Not a test: prints numbers. Every objective wraps the same model (U-Net by default, `cpu-small`
 widths) at the same size with 8 labelled + 8 unlabelled random [0, 1] slices; the baseline is
 the supervised U-Net ("none"), which uses the labelled rows only. One warm-up step, then the
-median of `--steps` timed steps (forward, backward, Adam, after_step). Issue 9's target for the
+median of `--steps` timed steps (forward, backward, Adam, after_step). The project's target for the
 recommended model: <= 3x.
 
     python benchmarks/ssl_step.py                     # 128 px, U-Net, 3 timed steps
     python benchmarks/ssl_step.py --size 64 --model stitchnet --steps 2
-    python benchmarks/ssl_step.py --recommended     # issue 9's target: the recommended model and
+    python benchmarks/ssl_step.py --recommended     # the target: the recommended model and
                                                     # objective vs the U-Net, both at preset cpu
     python benchmarks/ssl_step.py --recommended --ssl unimatch   # another objective, same model
 """
@@ -164,7 +164,7 @@ def recommended(a: argparse.Namespace) -> None:
         print(f"| {i + 1} | {base:.3f} | {t:.3f} | {t / base:.2f} |", flush=True)
     print(
         f"{RECOMMENDED_MODEL} + {objective} / supervised U-Net step: median "
-        f"{statistics.median(ratios):.2f}x (issue 9's target <= 3x)"
+        f"{statistics.median(ratios):.2f}x (the target: <= 3x)"
     )
 
 
