@@ -12,6 +12,7 @@ which would hide the submodules.)
 from stitchnet.config import DataConfig, RunConfig, TrainConfig
 from stitchnet.data import prepare, read_source
 from stitchnet.evaluate import format_table1
+from stitchnet.inference.cohort import segment_cohort
 from stitchnet.models import MODEL_NAMES, build_model, model_config
 from stitchnet.pipeline import (
     evaluate_folder,
@@ -38,4 +39,5 @@ __all__ = [
     "prepare_folder",
     "read_source",
     "run_config",
+    "segment_cohort",
 ]

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from stitchnet.cohort_cli import add_cohort_command
 from stitchnet.config import PRESETS
 from stitchnet.data.label_maps import LABEL_MAP_HELP
 from stitchnet.models import MODEL_NAMES
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)write the report of a reproduce folder from its runs")
     p.add_argument("run_dir", help="folder written by `stitchnet reproduce`")
     add_segment_command(sub)  # `stitchnet segment SCAN --out DIR`: stitchnet/segment_cli.py
+    add_cohort_command(sub)  # `stitchnet cohort SCANS --out OUT`: stitchnet/cohort_cli.py
     return parser
 
 
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs,
                 progress=progress,
             )
-        elif args.command == "segment":
+        elif args.command in ("segment", "cohort"):
             args.func(args)
         elif args.command == "report":
             path = write_report(args.run_dir)
