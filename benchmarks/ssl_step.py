@@ -128,7 +128,7 @@ def main() -> None:
 def recommended(a: argparse.Namespace) -> None:
     """The recommended configuration's step against a supervised U-Net step, both at one preset,
     timed in alternating pairs (the ratio of each pair, then their median)."""
-    from stitchnet.recommended import (
+    from stitchnet.presets import (
         RECOMMENDED_MODEL,
         RECOMMENDED_OBJECTIVE,
         RECOMMENDED_OBJECTIVE_OVERRIDES,

@@ -4,9 +4,10 @@ Everything the CLI does is one import away:
 
     from stitchnet import fit, evaluate_folder, predict_folder, build_model, read_source
 
-(The training loop, the evaluator and `reproduce` live in the submodules `stitchnet.train`,
-`stitchnet.evaluate` and `stitchnet.reproduce`; they are not re-exported under those same names,
-which would hide the submodules.)
+(The training loop and the evaluator live in the submodules `stitchnet.train` and
+`stitchnet.evaluate`; they are not re-exported under those same names, which would hide the
+submodules. The paper's comparison, `reproduce`, and its report are the study, not the tool:
+`stitchnet.study`, which nothing in the package imports but the CLI.)
 """
 
 from stitchnet.config import DataConfig, RunConfig, TrainConfig

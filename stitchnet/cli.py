@@ -1,4 +1,4 @@
-"""`stitchnet` command line: a thin layer over `stitchnet.pipeline` and `stitchnet.reproduce`.
+"""`stitchnet` command line: a thin layer over `stitchnet.pipeline` and `stitchnet.study.run`.
 
 Bad user input (missing folders, corrupt files, wrong checkpoints) ends with one line naming the
 file and what was expected, and exit status 2 — never a bare traceback.
@@ -16,7 +16,7 @@ from stitchnet.config import PRESETS
 from stitchnet.data.label_maps import LABEL_MAP_HELP
 from stitchnet.models import MODEL_NAMES
 from stitchnet.objectives import OBJECTIVES
-from stitchnet.recommended import (
+from stitchnet.presets import (
     RECOMMENDED_MODEL,
     RECOMMENDED_OBJECTIVE,
     RECOMMENDED_OBJECTIVE_OVERRIDES,
@@ -237,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code
     # Heavy imports after parsing, so that --help is instant.
     from stitchnet import pipeline
-    from stitchnet.reproduce import reproduce, write_report
 
     progress = not getattr(args, "quiet", False)
     try:
@@ -321,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote {len(written)} masks and overlays under {args.out}")
         elif args.command == "reproduce":
+            from stitchnet.study.run import reproduce  # the study, only for its own commands
+
             out = args.out or f"runs/{args.preset}"
             reproduce(
                 args.preset,
@@ -336,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("segment", "cohort"):
             args.func(args)
         elif args.command == "report":
+            from stitchnet.study.run import write_report
+
             path = write_report(args.run_dir)
             print(f"wrote {path}")
     except (ValueError, OSError) as err:

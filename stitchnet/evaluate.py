@@ -149,7 +149,9 @@ def write_evaluation(result: EvalResult, out_dir: str | Path) -> dict[str, Path]
     return {"metrics": json_path, "per_image": csv_path}
 
 
-def _cell(stat: Stat, with_n: bool = False) -> str:
+def format_cell(stat: Stat, with_n: bool = False) -> str:
+    """One table cell: "mean ± std", the mean alone where STD is undefined, "n/a" where the
+    mean is; `with_n` adds the number of images behind it."""
     if stat.mean is None:
         return "n/a"
     text = f"{stat.mean:.3f}" if stat.std is None else f"{stat.mean:.3f} ± {stat.std:.3f}"
@@ -164,23 +166,25 @@ def _header(first: str) -> list[str]:
     ]
 
 
-def format_table1(results: dict[str, EvalResult], notes: bool = False) -> str:
+def table1(summaries: dict[str, Summary]) -> str:
     """The paper's Table 1 as markdown: GGO, CON and Background rows (mean ± std) for every
-    method (the dict's keys), then the Overall rows (means only). `notes` appends the
-    absent-class rule and the group definitions below the table."""
+    method (the dict's keys), then the Overall rows (means only). Fresh results and finished
+    runs (`metrics.summary_from_dict` of their metrics.json) go through this one builder."""
     lines = _header("Lesion")
-    for title, group in TABLE1_ROWS:
-        for method, res in results.items():
-            stats = res.summary["groups"][group]
-            lines.append(
-                f"| {title} | {method} | " + " | ".join(_cell(stats[m]) for m in METRICS) + " |"
-            )
-    for method, res in results.items():
-        stats = res.summary["groups"]["overall"]
-        lines.append(
-            f"| Overall | {method} | " + " | ".join(_cell(stats[m]) for m in METRICS) + " |"
-        )
-    return "\n".join(lines) + (_notes(results) if notes else "")
+    rows = [*TABLE1_ROWS, ("Overall", "overall")]
+    for title, group in rows:
+        for method, summary in summaries.items():
+            stats = summary["groups"][group]
+            cells = " | ".join(format_cell(stats[m]) for m in METRICS)
+            lines.append(f"| {title} | {method} | {cells} |")
+    return "\n".join(lines)
+
+
+def format_table1(results: dict[str, EvalResult], notes: bool = False) -> str:
+    """Table 1 (`table1`) of fresh results; `notes` appends the absent-class rule and the group
+    definitions below the table."""
+    table = table1({method: res.summary for method, res in results.items()})
+    return table + (_notes(results) if notes else "")
 
 
 def format_class_table(results: dict[str, EvalResult], notes: bool = False) -> str:
@@ -189,7 +193,7 @@ def format_class_table(results: dict[str, EvalResult], notes: bool = False) -> s
     for name in CLASS_NAMES:
         for method, res in results.items():
             stats = res.summary["classes"][name]
-            cells = " | ".join(_cell(stats[m], with_n=True) for m in METRICS)
+            cells = " | ".join(format_cell(stats[m], with_n=True) for m in METRICS)
             lines.append(f"| {name} | {method} | {cells} |")
     return "\n".join(lines) + (_notes(results) if notes else "")
 

@@ -20,6 +20,13 @@ cases are still left out.
 
 Summaries follow the paper: the mean over images and the population STD (divided by n). The
 "overall" row of Table 1 is the mean of the three group means (GGO, consolidation, background).
+
+Lesion Dice, the model-selection metric, is the mean of the GGO and consolidation F1 means
+(`lesion_dice`). Two other Dice scores are kept apart under their own names because they answer
+other questions, both under the same zero-denominator rule:
+    any_lesion_dice   per image, GGO and consolidation merged into one lesion class (the
+                      calibration study correlates it with per-slice uncertainty);
+    pooled_dice       over all pixels of all images at once.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ METRICS = ("iou", "f1", "recall", "precision")
 # Table 1's rows: the two lesions on their own, and every non-lesion pixel as "background".
 GROUPS: dict[str, tuple[int, ...]] = {"ggo": (2,), "consolidation": (3,), "background": (0, 1)}
 LESION_GROUPS = ("ggo", "consolidation")
+LESION_CLASSES = (2, 3)  # GGO and consolidation, merged by `any_lesion_dice`
 ABSENT_OPTIONS = ("skip", "one")
 
 ABSENT_RULE = (
@@ -163,6 +171,16 @@ class Stat:
     def to_dict(self) -> dict[str, float | int | None]:
         return {"mean": self.mean, "std": self.std, "n": self.n}
 
+    @classmethod
+    def from_dict(cls, entry: dict) -> Stat:
+        """The inverse of `to_dict` (metrics.json writes an undefined mean or STD as null)."""
+        mean, std = entry.get("mean"), entry.get("std")
+        return cls(
+            None if mean is None else float(mean),
+            None if std is None else float(std),
+            int(entry.get("n") or 0),
+        )
+
 
 def mean_std(values: torch.Tensor) -> Stat:
     """The paper's Mean and STD (divided by n, not n - 1), ignoring NaN (undefined) entries."""
@@ -222,14 +240,49 @@ def summarize(matrix: torch.Tensor, absent: str = "skip") -> Summary:
     return {"groups": groups, "classes": classes}
 
 
-def lesion_dice(summary: Summary) -> float:
+def summary_from_dict(content: dict) -> Summary:
+    """A Summary read back from metrics.json content (its "groups" and "classes", each metric's
+    mean, std and n), so that tables of finished runs are built as those of fresh results."""
+    return {
+        part: {
+            name: {m: Stat.from_dict(entry) for m, entry in stats.items()}
+            for name, stats in content.get(part, {}).items()
+        }
+        for part in ("groups", "classes")
+    }
+
+
+LESION_DICE_MISSING = ("skip", "nan")
+
+
+def lesion_dice(summary: Summary, missing: str = "skip") -> float:
     """The model-selection metric: the mean of the GGO and consolidation F1 means.
 
-    A lesion whose F1 is undefined on every image is left out; NaN if both are.
+    `missing` says what a lesion whose F1 is undefined on every image (no image of the set has
+    it in truth or prediction) does:
+        "skip"  it is left out and the other lesion's mean stands alone (NaN if both are); a
+                model is still ranked on the lesion the set can score.
+        "nan"   the lesion Dice is undefined (NaN). The reproduce report compares and averages
+                runs with this: a run scored on one lesion is not comparable with one scored on
+                two.
     """
+    if missing not in LESION_DICE_MISSING:
+        raise ValueError(f"missing must be one of {list(LESION_DICE_MISSING)}, got {missing!r}")
     means = [summary["groups"][g]["f1"].mean for g in LESION_GROUPS]
+    if missing == "nan" and None in means:
+        return math.nan
     means = [m for m in means if m is not None]
     return sum(means) / len(means) if means else math.nan
+
+
+def any_lesion_dice(matrix: torch.Tensor) -> torch.Tensor:
+    """Per-image Dice of "any lesion" (GGO and consolidation merged) against the rest: (N, C, C)
+    confusion matrices -> (N,) float64, NaN where the image has no lesion in truth or prediction.
+
+    Unlike `lesion_dice` it does not care which lesion a pixel was called, and it scores single
+    images; so an empty slice cannot count as a perfect one when Dice is correlated with anything.
+    """
+    return f1(group_counts(matrix, LESION_CLASSES))
 
 
 def pooled_dice(matrix: torch.Tensor) -> dict[str, float | None]:

@@ -35,24 +35,10 @@ from stitchnet.inference.orient import radiological
 from stitchnet.models import model_class, model_config
 from stitchnet.objectives import objective_class, objective_config
 from stitchnet.outdir import check_output, open_output, staged_dir
+from stitchnet.presets import GENERATIVE_TRAIN, UNLABELLED_PER_STEP
 from stitchnet.scanner_aug import scanner_config
 from stitchnet.train import TrainResult, train
 
-# Unlabelled slices drawn per step beside the labelled batch, for models that use them.
-# paper: the authors' batch of 3 = 1 labelled + 2 unlabelled (their second unlabelled slice was a
-# healthy control; the bundled pool has only COVID slices).
-# cpu: as many unlabelled as labelled slices per step, as FixMatch/UniMatch's medical recipes do.
-UNLABELLED_PER_STEP = {"paper": 2, "cpu": 8, "cpu-small": 4, "debug": 2}
-# Training overrides for the models that use the unlabelled pool (StitchNet, the ladder, the SVAE).
-# paper: the authors' schedule. cpu-small: a higher learning rate, because the ladder's only path
-# from the image to the segmentation runs through one-channel latents and it leaves the "no lesion"
-# plateau later than the U-Net (docs/methods.md).
-GENERATIVE_TRAIN = {
-    "paper": {"batch_size": 1, "lr": 3e-4, "grad_clip": 1.0, "epochs": 80},
-    "cpu": {"lr": 2e-3},
-    "cpu-small": {"lr": 2e-3},
-    "debug": {},
-}
 SPLIT_SEED = 0  # the split is fixed across training seeds so seeds measure training noise only
 
 

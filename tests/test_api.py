@@ -15,7 +15,7 @@ def test_public_names_are_the_pipeline_objects():
 
 
 def test_submodules_are_not_shadowed_by_functions():
-    for name in ("train", "evaluate", "reproduce", "pipeline", "metrics", "checkpoint"):
+    for name in ("train", "evaluate", "study", "pipeline", "metrics", "checkpoint"):
         module = importlib.import_module(f"stitchnet.{name}")
         assert getattr(stitchnet, name) is module, name
 

@@ -44,7 +44,7 @@ def no_work(monkeypatch):
         "stitchnet.pipeline.model_from_checkpoint",
         "stitchnet.pipeline.prepare_folder",
         "stitchnet.pipeline._read_and_prepare",
-        "stitchnet.report.collect",
+        "stitchnet.study.report.collect",
     ):
         monkeypatch.setattr(target, started)
 
@@ -148,7 +148,7 @@ def test_report_writes_only_into_a_reproduce_folder(tmp_path, no_work, capsys):
     segmented.mkdir()
     (segmented / MARKER).write_text(json.dumps({"command": "segment"}))
     with pytest.raises(OutputError, match="holds the output of stitchnet segment"):
-        from stitchnet.report import build_report
+        from stitchnet.study.report import build_report
 
         build_report(segmented)
     assert main(["report", str(tmp_path / "missing")]) == 2

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from stitchnet import pipeline
-from stitchnet import reproduce as R
-from stitchnet.report import collect, paired_gains, seed_table
+from stitchnet.study import protocol as P
+from stitchnet.study import run as R
+from stitchnet.study.results import collect, paired_gains, seed_table
 
 L, U = "data/medseg_covid19_train50", "data/covid19_ct_seg_20cases_unlabelled"
 SEEDS = {5: range(4), 15: range(4), 30: range(3)}
@@ -36,7 +37,7 @@ def train_pair(out: Path, n: int, seed: int, epochs: int) -> None:
     common = ("cpu", seed, L, U, out / "splits.json", None, True, count, epochs)
     teacher = R.run_path(out, "unet_long", seed, count)
     R._run(R.Variant("unet_long", LABELS["unet_long"], "unet"), teacher, *common)
-    student = R._ssl("st_unet", LABELS["st_unet"], "unet", "self_training", teacher=str(teacher))
+    student = P._ssl("st_unet", LABELS["st_unet"], "unet", "self_training", teacher=str(teacher))
     R._run(student, R.run_path(out, "st_unet", seed, count), *common)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from stitchnet.calibration import run_calibration
+from stitchnet.study.calibration import run_calibration
 
 LABELLED = "data/medseg_covid19_train50"
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from stitchnet import pipeline
-from stitchnet import reproduce as R
+from stitchnet.study import protocol as P
+from stitchnet.study import run as R
 
 KEYS = ("skip_onepass", "skip_onepass_paste")
 L, U = "data/medseg_covid19_train50", "data/covid19_ct_seg_20cases_unlabelled"
@@ -27,7 +28,7 @@ def main(out: Path, jobs: int, epochs: int | None) -> None:
     pipeline.prepare_folder(L, cfg.data, None, False, True)
     pipeline.prepare_folder(U, cfg.data, None, False)
     print(f"prepared in {time.time() - t0:.0f} s", flush=True)
-    by = {v.key: v for v in R.SSL_VARIANTS}
+    by = {v.key: v for v in P.SSL_VARIANTS}
     common = (L, U, out / "splits.json", None, False)
     todo = [
         (by[k], R.run_path(out, k, s), "cpu", s, *common, None, epochs)

@@ -21,7 +21,7 @@ import numpy as np
 from schedule_table import best_epoch
 
 from stitchnet.figures import read_log
-from stitchnet.report import paired_gains, pooled_lesion_dice, seed_table
+from stitchnet.study.results import paired_gains, pooled_lesion_dice, seed_table
 
 LABEL = {"unet": "U-Net (supervised)", "recommended": "recommended model"}
 

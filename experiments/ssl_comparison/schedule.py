@@ -22,19 +22,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from stitchnet import pipeline
-from stitchnet import reproduce as R
+from stitchnet.study import protocol as P
+from stitchnet.study import run as R
 
 L, U = "data/medseg_covid19_train50", "data/covid19_ct_seg_20cases_unlabelled"
 
 
 def variants() -> dict[str, tuple[R.Variant, int]]:
     """key -> (variant, epochs)."""
-    by = {v.key: v for v in R.SSL_VARIANTS}
+    by = {v.key: v for v in P.SSL_VARIANTS}
     rec, unet = by["skip_onepass_paste"], by["unet"]
 
     def rec_with(key: str, label: str, **changes) -> R.Variant:
         over = {**dict(rec.objective_overrides), **changes}
-        return R._ssl(key, f"{rec.label}, {label}", rec.model, rec.objective, **over)
+        return P._ssl(key, f"{rec.label}, {label}", rec.model, rec.objective, **over)
 
     return {
         "long": (replace(rec, key="long", label=f"{rec.label}, 120 epochs"), 120),

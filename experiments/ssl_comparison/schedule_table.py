@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stitchnet.figures import read_log
-from stitchnet.report import collect, paired_gains, seed_table
+from stitchnet.study.results import collect, paired_gains, seed_table
 
 OLD = {"unet": "U-Net, 60 epochs", "skip_onepass_paste": "recommended, 60 epochs"}
 NEW = {

@@ -92,8 +92,9 @@ def _fake_run(out, key, seed, val, ggo_f1, con_f1):
 
 
 def test_recommended_is_chosen_on_validation_and_gains_are_paired_by_seed(tmp_path):
-    from stitchnet.report import collect, paired_gains
-    from stitchnet.reproduce import SSL_VARIANTS, choose_recommended
+    from stitchnet.study.protocol import SSL_VARIANTS
+    from stitchnet.study.results import collect, paired_gains
+    from stitchnet.study.run import choose_recommended
 
     # fixmatch: better on validation (0.5 vs 0.4) but worse on test; the choice must follow
     # validation. Its test lesion Dice per seed: 0.35, 0.45; the U-Net's: 0.30, 0.40.
