@@ -197,9 +197,9 @@ def cached_scans(
             entry.meta["key"] = key
             if folder is not None:
                 save_entry(folder, key, entry)
+            why = "inside the lung field" + (" or labelled" if entry.masks is not None else "")
             tqdm.write(
-                f"{case.case_id}: {len(entry.z)} of {entry.meta['n_slices']} slices inside the "
-                f"lung field",
+                f"{case.case_id}: {len(entry.z)} of {entry.meta['n_slices']} slices {why}",
                 file=sys.stderr,
             )
         out.append(entry)
