@@ -1,7 +1,7 @@
 """Is the confidence of trained runs honest? Calibration and uncertainty on their test split.
 
 For each run folder (best.pt, and splits.json in it or above it, as `stitchnet train` /
-`reproduce` leave them) it prints the numbers of `stitchnet.calibration.run_calibration`: ECE,
+`reproduce` leave them) it prints the numbers of `stitchnet.study.calibration.run_calibration`: ECE,
 Brier, AUROC of entropy against pixel errors, per-slice entropy vs lesion Dice, mean mutual
 information, on the run's own test split inside the true lung field.
 

@@ -65,7 +65,7 @@ echo "all done after $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
 python3 experiments/ssl_comparison/calibration.py runs/gpu/default-rec > "$OUT/calibration-default-rec.md" 2>&1
 # Calibration of whatever finished, also where reproduce was stopped before its own last stage.
 python3 -c "
-from pathlib import Path; from stitchnet.calibration import calibrate_runs
+from pathlib import Path; from stitchnet.study.calibration import calibrate_runs
 dirs = sorted(Path('runs/gpu/cpu').glob('efficiency/*/n*/seed*'))
 dirs += sorted(Path('runs/gpu/cpu').glob('runs/*/seed*')) + sorted(Path('runs/gpu/tried').glob('*/seed*'))
 print('calibrated', calibrate_runs(dirs, '$L'))" >> runs/gpu/reproduce2.log 2>&1
