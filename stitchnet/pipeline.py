@@ -307,7 +307,7 @@ def predict_folder(
         folder, cfg.data, cache_dir, progress, source_window=source_window
     )
     out = Path(out_dir)
-    written = []
+    written, pixels = [], []
     with staged_dir(out, "predict") as tmp:
         (tmp / "masks").mkdir()
         (tmp / "overlays").mkdir()
@@ -321,17 +321,22 @@ def predict_folder(
             picture = radiological(overlay(img, full))  # anterior up, patient's right on the left
             Image.fromarray(picture).save(tmp / "overlays" / f"{stem}.png")
             written.append(out / "masks" / f"{stem}.png")
-        burden = lesion_burden(tmp / "masks", [r.patient_id for r in records], data.ids)
+            pixels.append(np.bincount(full.ravel(), minlength=4)[:4])  # (4,) per class id
+        burden = slice_lesion_fractions(pixels, [r.patient_id for r in records])
         (tmp / "lesion_burden.json").write_text(json.dumps(burden, indent=2))
     return written
 
 
-def lesion_burden(mask_dir: Path, patient_ids: list[str | None], ids: list[str]) -> dict:
-    """Per patient: GGO and consolidation as fractions of the lung field (classes 1-3)."""
+def slice_lesion_fractions(pixels: list[np.ndarray], patient_ids: list[str | None]) -> dict:
+    """Per patient: GGO and consolidation as fractions of the lung field (classes 1-3) of its
+    slices, from each slice's (4,) pixel counts per class id; slices without a patient id are
+    pooled as "unknown".
+
+    Slices carry no spacing, so unlike a scan's `inference.burden.lesion_burden` (mL, per lung)
+    this counts pixels: a fraction of the lung pixels seen, not of the lung's volume.
+    """
     totals: dict[str, np.ndarray] = {}
-    for sid, pid in zip(ids, patient_ids, strict=True):
-        mask = np.asarray(Image.open(mask_dir / f"{sid}.png"))
-        counts = np.bincount(mask.ravel(), minlength=4)[:4]
+    for counts, pid in zip(pixels, patient_ids, strict=True):
         key = pid or "unknown"
         totals[key] = totals.get(key, np.zeros(4, dtype=np.int64)) + counts
     out = {}
