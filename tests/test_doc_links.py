@@ -1,5 +1,5 @@
-"""Every relative link of the README and of the documentation's index pages points to a file
-that exists (and an in-page link to a heading of that page)."""
+"""Every relative link of the README and of the documentation points to a file that exists (and
+an in-page link to a heading of that page)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("README.md", "docs/README.md", "docs/results/README.md", "experiments/README.md")
+INDEXES = ("README.md", "docs/README.md", "docs/results/README.md", "experiments/README.md")
+PAGES = sorted(
+    {*INDEXES, "benchmarks/README.md"}
+    | {p.relative_to(REPO).as_posix() for p in REPO.glob("docs/**/*.md")}
+    | {p.relative_to(REPO).as_posix() for p in REPO.glob("experiments/**/README.md")}
+)
 
 # Pages another part of the project is writing; the index links them before they land.
 PENDING = {"docs/cohort.md", "docs/train-on-your-data.md"}
@@ -46,7 +51,8 @@ def test_every_link_points_to_a_file_that_exists(page: str) -> None:
     text = source.read_text()
     headings = {anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
     found = links(text)
-    assert found, f"{page}: no links found; the link pattern no longer matches"
+    if page in INDEXES:
+        assert found, f"{page}: no links found; the link pattern no longer matches"
     broken = []
     for target in found:
         path, _, fragment = target.partition("#")
