@@ -54,9 +54,11 @@ def write_case(
     abdomen: int = 0,
     axcodes: str = "LAS",
     label_values: dict[int, int] | None = None,
+    lung_path: Path | None = None,
 ) -> WrittenCase:
-    """A NIfTI scan of `abdomen` abdomen slices (inferior) then the named bundled slices, and its
-    label volume (`label_values` turns our class ids into the file's values, e.g. MedSeg's)."""
+    """A NIfTI scan of `abdomen` abdomen slices (inferior) then the named bundled slices, its
+    label volume (`label_values` turns our class ids into the file's values, e.g. MedSeg's) and,
+    at `lung_path`, the bundled lung masks."""
     parts = [vf._placed_slice(n, size, PAD) for n in names]
     hu, masks, lung, _ = (np.stack(a) for a in zip(*parts, strict=True))
     if abdomen:
@@ -73,14 +75,22 @@ def write_case(
         for ours, theirs in (label_values or {}).items():
             values[masks == ours] = theirs
         vf.dicom_to_nifti(label, values, affine, axcodes)
+    if lung_path is not None:
+        lung_path.parent.mkdir(parents=True, exist_ok=True)
+        vf.dicom_to_nifti(lung_path, lung, affine, axcodes)
     return WrittenCase(image, label, hu, masks, lung, list(range(abdomen, len(hu))))
 
 
 def nnunet_dataset(
-    root: Path, n_cases: int = 4, per_case: int = 4, labels: dict | None = None, **kw
+    root: Path,
+    n_cases: int = 4,
+    per_case: int = 4,
+    labels: dict | None = None,
+    lungs: bool = False,
+    **kw,
 ) -> dict[str, WrittenCase]:
     """root/imagesTr/caseK_0000.nii.gz + root/labelsTr/caseK.nii.gz, each case its own slices;
-    dataset.json written when `labels` is given."""
+    dataset.json written when `labels` is given, root/lungsTr/caseK.nii.gz when `lungs`."""
     names = slice_names()
     out = {}
     for k in range(n_cases):
@@ -89,6 +99,7 @@ def nnunet_dataset(
             root / "imagesTr" / f"{case}_0000.nii.gz",
             root / "labelsTr" / f"{case}.nii.gz",
             names[k * per_case : (k + 1) * per_case],
+            lung_path=root / "lungsTr" / f"{case}.nii.gz" if lungs else None,
             **kw,
         )
     if labels is not None:

@@ -145,3 +145,29 @@ def test_a_label_volume_of_another_shape_is_refused(nnunet, tmp_path):
     with pytest.raises(DataError, match=r"case2.nii.gz: volume shape .* differs from its image"):
         prepare_volumes(root, SMALL, tmp_path / "cache", progress=False)
     assert np.asarray(other.masks).shape[0] == 2
+
+
+MEDSEG_VALUES = {
+    1: 0,
+    2: 1,
+    3: 2,
+}  # ours -> MedSeg's: no healthy-lung value, GGO 1, consolidation 2
+
+
+@pytest.mark.parametrize("lungs", [True, False])
+def test_medseg_labels_get_healthy_lung_from_the_lung_mask_or_the_lung_field(tmp_path, lungs):
+    root = tmp_path / "medseg"
+    written = vd.nnunet_dataset(
+        root, n_cases=2, per_case=2, lungs=lungs, label_values=MEDSEG_VALUES
+    )
+    data = prepare_volumes(root, WHOLE, tmp_path / "cache", progress=False, label_map="medseg")
+    masks = data.masks.numpy()
+    lesion = np.isin(masks, (2, 3))
+    if lungs:  # healthy lung = the given lung mask minus the lesions, background outside
+        truth = np.concatenate([w.masks for w in written.values()])
+        lung = np.concatenate([w.lung for w in written.values()])
+        expected = np.where(np.isin(truth, (2, 3)), truth, (lung > 0).astype(np.uint8))
+        assert np.array_equal(masks, expected)
+    else:  # ... or the scan's lung field, the one segment finds, where none is given
+        assert (masks == 1).any()
+        assert np.array_equal(masks == 1, (data.lungs.numpy() == 1) & ~lesion)
