@@ -52,6 +52,7 @@ class Row:
     folder: str  # results folder (relative to the root) whose date and hardware the row gets
     method: str  # the report's method label, the run folder under `runs`, or SHIPPED
     runs: str | None = None  # a folder of seedN/test/metrics.json runs; None: the folder's report
+    note: str = ""  # said after the method's name, e.g. which model of the paper it is
 
 
 # What the README shows: the recommended model beside the supervised U-Net at each preset, the
@@ -62,13 +63,19 @@ HEADLINE = (
     Row("`cpu` (128 px, 60 epochs)", "docs/results/cpu-gpu", "recommended"),
     Row("`cpu` (128 px, 60 epochs)", "docs/results/cpu-gpu", "StitchNet-skip (labelled only)"),
     Row("`cpu` (128 px, 60 epochs)", "docs/results/cpu-gpu", "U-Net (supervised)"),
-    Row("`cpu` (128 px, 60 epochs)", "docs/results/cpu-gpu", "StitchNet (labelled + unlabelled)"),
+    Row(
+        "`cpu` (128 px, 60 epochs)",
+        "docs/results/cpu-gpu",
+        "StitchNet (labelled + unlabelled)",
+        note="the paper's model",
+    ),
     Row("`paper` (352 px, 80 epochs)", "docs/results/cpu-gpu", "recommended", "extra/paper"),
     Row("`paper` (352 px, 80 epochs)", "docs/results/cpu-gpu", "unet", "extra/paper"),
     Row(
         "`cpu-small` (64 px, 36 epochs)",
         "docs/results/cpu-small",
         "StitchNet (labelled + unlabelled)",
+        note="the paper's model",
     ),
     Row(
         "`cpu-small` (64 px, 36 epochs)",
@@ -213,6 +220,7 @@ def headline(root: Path) -> str:
             seeds, dice = by_method[method]
             label = f"{method} (recommended)" if row.method == "recommended" else method
         runs = folder / row.runs if row.runs is not None else None
+        label += f", {row.note}" if row.note else ""
         lines.append(f"| {row.preset} | {label} | {dice} | {seeds} | {what_ran(folder, runs)} |")
     return "\n".join(lines) + "\n"
 
