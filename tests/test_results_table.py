@@ -76,28 +76,17 @@ CPU_PRESET, PAPER, SMALL = (
     "`paper` (352 px, 80 epochs)",
     "`cpu-small` (64 px, 36 epochs)",
 )
+PAPERS = "StitchNet (labelled + unlabelled), the paper's model"
 SHIPPED = "the default model of `stitchnet segment` (the recommended configuration, seed 0)"
 EXPECTED_ROWS = [
     (f"{CPU_PRESET}, slices in HU", SHIPPED, "0.460", "1", "2026-01-05, 2 CPU cores"),
     (CPU_PRESET, "Skip + paste (recommended)", "0.500 ± 0.082", "3", f"2026-01-02, {GPUS}"),
     (CPU_PRESET, "StitchNet-skip (labelled only)", "0.400 ± 0.000", "2", f"2026-01-02, {GPUS}"),
     (CPU_PRESET, "U-Net (supervised)", "0.400 ± 0.100", "2", f"2026-01-02, {GPUS}"),
-    (
-        CPU_PRESET,
-        "StitchNet (labelled + unlabelled), the paper's model",
-        "0.200 ± 0.000",
-        "1",
-        f"2026-01-02, {GPUS}",
-    ),
+    (CPU_PRESET, PAPERS, "0.200 ± 0.000", "1", f"2026-01-02, {GPUS}"),
     (PAPER, "Skip + paste (recommended)", "0.450 ± 0.050", "2", f"2026-01-02, {H100}"),
     (PAPER, "U-Net (supervised)", "0.300 ± 0.000", "1", f"2026-01-02, {H100}"),
-    (
-        SMALL,
-        "StitchNet (labelled + unlabelled), the paper's model",
-        "0.200 ± 0.100",
-        "2",
-        f"2026-01-04, {CPU}",
-    ),
+    (SMALL, PAPERS, "0.200 ± 0.100", "2", f"2026-01-04, {CPU}"),
     (SMALL, "U-Net (MobileNetV2, from scratch)", "0.250 ± 0.000", "2", f"2026-01-04, {CPU}"),
 ]
 EXPECTED = (
