@@ -39,6 +39,7 @@ from stitchnet.data.sources import LabelMap, hu_window
 from stitchnet.data.types import PreparedSet
 from stitchnet.data.volume_dataset import Case
 from stitchnet.data.volume_slices import _companion
+from stitchnet.inference.fast import inference_copy
 
 CACHE_FORMAT = 1  # bump when what an entry holds or how it is made changes
 # A slice is lung when its 3-D lung field covers at least this share of the body on it: the lung
@@ -186,6 +187,7 @@ def cached_scans(
     """Every case's slices: from its cache entry where one matches, else read, cut and stored.
     Prints one line per scan read: how many of its slices lie inside the lung field."""
     seg = lung_model if lung_model is not None else load_lung_segmenter()
+    fast = None  # the segmenter folded for inference, made once a scan has to be read
     folder = None if cache_dir is None else Path(cache_dir) / "scans"
     out: list[ScanSlices] = []
     bar = tqdm(cases, desc="caching scans", unit="scan", disable=not progress, file=sys.stderr)
@@ -193,7 +195,11 @@ def cached_scans(
         key = scan_key(case, cfg, label_map, seg.version)
         entry = None if folder is None else load_entry(folder, key)
         if entry is None:
-            entry = slice_scan(case, cfg, label_map, seg)
+            if fast is None:
+                # Batch norms folded and channels-last weights, as segment runs it (scan.py):
+                # the segmenter is most of a scan's cost on a CPU.
+                fast = dataclasses.replace(seg, net=inference_copy(seg.net, channels_last=True))
+            entry = slice_scan(case, cfg, label_map, fast)
             entry.meta["key"] = key
             if folder is not None:
                 save_entry(folder, key, entry)
