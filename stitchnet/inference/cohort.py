@@ -113,14 +113,14 @@ def merge_cohort(out: str | Path) -> list[dict[str, Any]]:
         raise CohortError(f"{out}: no {STATE}; expected the --out folder of stitchnet cohort")
     missing = _missing(out, state)
     if missing:
-        n = state["shards"]
-        order = {s.scan_id: k for k, s in enumerate(_state_scans(state))}
-        shards = sorted({order[s.scan_id] % n + 1 for s in missing})
+        n, cohort = state["shards"], _state_scans(state)
+        shards = [i for i in range(1, n + 1) if set(shard_of(cohort, (i, n))) & set(missing)]
+        again = f"--shard I/{n} for each" if n > 1 else "again"
         raise CohortError(
             f"{out}: shard{'s' if len(shards) > 1 else ''} "
             f"{', '.join(shard_name(i, n) for i in shards)} not finished: {len(missing)} "
             f"scan(s) without a result ({_some([s.scan_id for s in missing])}); expected every "
-            f"shard done: run `stitchnet cohort SCANS --out {out} --shard I/{n}` for each"
+            f"shard done: run `stitchnet cohort SCANS --out {out}` {again}"
         )
     rows = _rows(out, _state_scans(state))
     _write_tables(out, rows)
