@@ -265,7 +265,7 @@ def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_half_copy(src: str | Path, dst: str | Path) -> Path:
     """A float16 copy of a checkpoint without its optimizer state, small enough to carry off a
-    machine (e.g. from a lent GPU); it still loads with `load_checkpoint`."""
+    machine (e.g. back from a GPU server); it still loads with `load_checkpoint`."""
     ckpt = load_checkpoint(src)
     ckpt["model_state"] = half_state(ckpt["model_state"])
     ckpt["optimizer_state"] = None

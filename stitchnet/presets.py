@@ -5,8 +5,8 @@ The presets' own configs live in `stitchnet.config` (data and training) and besi
 and objective (their `PRESETS`); this module holds the rules that adjust them per run, which
 `pipeline.run_config` applies, and the recommended configuration, which the CLI uses.
 
-The recommended configuration was chosen by `stitchnet reproduce --preset cpu` (run on GPUs,
-2026-11-26, `docs/results/cpu-gpu`) with one rule: the semi-supervised candidate with the best mean
+The recommended configuration was chosen by `stitchnet reproduce --preset cpu` (results in
+`docs/results/cpu-gpu`) with one rule: the semi-supervised candidate with the best mean
 validation lesion Dice over its seeds; the test split is never used to choose. That is
 StitchNet-skip with one-pass FixMatch, lesion paste and the ELBO on the unlabelled rows
 (validation 0.364, against 0.363 without the paste, 0.356 for the earlier choice with UniMatch,

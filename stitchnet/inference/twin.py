@@ -1,4 +1,4 @@
-"""The healthy twin: the scan as it would look if its lesions were healthy lung (issue 11, part 2).
+"""The healthy twin: the scan as it would look if its lesions were healthy lung.
 
 StitchNet explains every pixel by four Beta "styles" (background, healthy lung, GGO,
 consolidation) and stitches the image from the style of each pixel's class (paper Fig. 6). The

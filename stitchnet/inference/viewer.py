@@ -1,4 +1,4 @@
-"""One self-contained HTML file to look at a segmented scan (issue 11, part 3).
+"""One self-contained HTML file to look at a segmented scan: `stitchnet segment`'s report.html.
 
 No server, no network: every slice travels inside the file as a PNG data URI, and a small script
 draws it on a canvas. Per slice, one RGB PNG "base" holds

@@ -43,11 +43,11 @@ class StitchNetSkipConfig(StitchNetConfig):
     skip_channels: tuple[int, ...] = (128, 64, 32, 16, 16)
     # Categorical plus a soft Dice on pi: consolidation is ~5 % of the labelled pixels (GGO 8 %,
     # healthy lung 47 %, background 40 %), so under the per-pixel categorical term alone its
-    # gradient is ~1/10 of the common classes', and every StitchNet run lost it (issue 9). The
-    # batch-pooled Dice weights the four classes equally whatever their pixel counts; the
-    # categorical term keeps pi a calibrated per-pixel posterior, which confidence-thresholded
-    # pseudo-labels need and a Dice alone does not give. Focal loss (also an option) reweights
-    # pixels by confidence, not by class.
+    # gradient is ~1/10 of the common classes', and every StitchNet run of the semi-supervised
+    # comparison lost it. The batch-pooled Dice weights the four classes equally whatever their
+    # pixel counts; the categorical term keeps pi a calibrated per-pixel posterior, which
+    # confidence-thresholded pseudo-labels need and a Dice alone does not give. Focal loss (also
+    # an option) reweights pixels by confidence, not by class.
     label_loss: str = "ce+dice"
     # The per-pixel Beta log-density of the image is several nats per pixel against ~1 for the
     # label term; weighted 10 (as StitchNet's CPU presets) the labels are not drowned by it.

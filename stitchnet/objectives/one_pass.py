@@ -2,8 +2,8 @@
 
 UniMatch (`unimatch.py`) runs the student four times a step (model.loss over every row, two
 strong views and a feature-perturbed view of the unlabelled rows) plus a no-grad pass for the
-pseudo-labels: ~7x a supervised U-Net step at preset cpu, against issue 9's <= 3x. Here the
-student runs once:
+pseudo-labels: ~7x a supervised U-Net step at preset cpu, against the comparison's target of
+<= 3x. Here the student runs once:
 
     labels, keep = threshold(no-grad pass over the weak views)                     (FixMatch)
     x            = the labelled rows as they are, each unlabelled row replaced by its strong
