@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import stitchnet.batches as B
 import stitchnet.train as T
 from stitchnet import cli, pipeline
 from stitchnet.augment import apply_params, gaussian_blur, sample_params
@@ -191,13 +192,13 @@ def real_sets():
 
 def _plan(real_sets, scanner, augment=True):
     lab, unl = real_sets
-    return T._Plan(lab, unl, 2, 2, 1, augment, scanner, WINDOW)
+    return B.Plan(lab, unl, 2, 2, 1, augment, scanner, WINDOW)
 
 
 def _step(plan, seed=0, d=None):
     g = torch.Generator().manual_seed(seed)
     idx = torch.tensor([2, 0])
-    return T._batch(plan, idx, idx.flip(0), 0, g, d or Dist(), torch.device("cpu")), g
+    return B.step_batch(plan, idx, idx.flip(0), 0, g, d or Dist(), torch.device("cpu")), g
 
 
 def test_default_batch_is_the_geometric_augmentation_alone(real_sets):
