@@ -1,3 +1,5 @@
+# Kept whole (~420 lines): the Beta-style twin and the local-mean twin share the working box,
+# the block means and the smoothing at the end of the file, and are compared side by side.
 """The healthy twin: the scan as it would look if its lesions were healthy lung.
 
 StitchNet explains every pixel by four Beta "styles" (background, healthy lung, GGO,

@@ -1,3 +1,5 @@
+# Kept whole (~430 lines): ~135 of them are the page's CSS and script, which read best beside
+# the Python that fills them in.
 """One self-contained HTML file to look at a segmented scan: `stitchnet segment`'s report.html.
 
 No server, no network: every slice travels inside the file as a PNG data URI, and a small script

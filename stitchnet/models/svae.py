@@ -1,3 +1,5 @@
+# Kept whole (~450 lines): one model file read top to bottom, with the ELBO's terms as small
+# pure functions beside the ladder that produces them.
 """The shared variational autoencoder (SVAE, paper Figs. 3b and 5, Table 2).
 
 A five-level ladder VAE. Bottom-up, MobileNetV2 turns the image x into d1..d5 (strides 2..32;
