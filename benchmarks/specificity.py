@@ -30,8 +30,8 @@ from stitchnet.data.volumes import VolumeError, read_volume  # noqa: E402
 from stitchnet.inference.burden import lesion_burden  # noqa: E402
 from stitchnet.inference.defaults import load_segmentation_model  # noqa: E402
 from stitchnet.inference.fast import inference_copy  # noqa: E402
-from stitchnet.inference.lung3d import NoLungError  # noqa: E402
 from stitchnet.inference.segment import segment_volume  # noqa: E402
+from stitchnet.lungfield.volume import NoLungError  # noqa: E402
 
 DEV = ROOT / "data" / "realct_nonlesion_dev"
 # (name, path inside DEV, whether lung is in view)

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from stitchnet.data.lungfield import lung_box
 from stitchnet.data.preprocess import resize_image
 from stitchnet.data.sources import hu_window, read_image_file, read_label_file
 from stitchnet.inference.defaults import load_segmentation_model
@@ -46,6 +45,7 @@ from stitchnet.inference.twin import (
     style_to_hu,
     style_twin_slice,
 )
+from stitchnet.lungfield.net import lung_box
 
 LABELLED = Path(__file__).resolve().parents[1] / "data" / "medseg_covid19_train50"
 SHIFT = 7  # slice i borrows the lesion shape of slice i + SHIFT

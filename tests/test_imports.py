@@ -173,12 +173,7 @@ def test_only_the_cli_imports_the_study():
 def test_the_study_is_not_imported_by_the_api():
     # The root package and the plain API must not pull the study in, even indirectly.
     graph = import_graph()
-    reach, todo = set(), ["stitchnet", "stitchnet.pipeline"]
-    while todo:
-        for t in graph[todo.pop()]:
-            if t not in reach:
-                reach.add(t)
-                todo.append(t)
+    reach = reachable(graph, "stitchnet") | reachable(graph, "stitchnet.pipeline")
     assert sorted(m for m in reach if m.startswith("stitchnet.study")) == []
 
 
@@ -193,6 +188,32 @@ def outside_imports() -> list[str]:
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 names.add(node.module)
     return sorted(n for n in names if n.split(".")[0] not in (ROOT, "__future__"))
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module that importing `start` can import, at load or at call time."""
+    seen, todo = set(), [start]
+    while todo:
+        for t in graph[todo.pop()]:
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return seen
+
+
+def test_segmenting_never_reaches_the_lung_field_trainer():
+    # The lung field's net, body and 3-D clean-up serve inference and data preparation; its
+    # optimiser and augmentation are for the one command that rebuilds the shipped weights.
+    graph = import_graph()
+    trainer = "stitchnet.lungfield.train"
+    users = [
+        m
+        for m in graph
+        if (m.startswith("stitchnet.inference") or m.startswith("stitchnet.lungfield"))
+        and m != trainer
+    ]
+    assert len(users) > 10  # the inference package and the lung field are there to check
+    assert sorted(m for m in users if trainer in reachable(graph, m)) == []
 
 
 # Run in a fresh interpreter: the libraries outside the package are imported once (those that

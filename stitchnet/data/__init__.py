@@ -4,8 +4,9 @@
     prepared = prepare(records, DataConfig(image_size=128), cache_dir=".cache")  # PreparedSet
     splits = load_or_make_splits("runs/splits.json", prepared.ids, prepared.patient_ids, seed=0)
 
-Names are imported on first use, so `python -m stitchnet.data.lungfield` does not find its own
-module already imported by this package (which Python warns about).
+Names are imported on first use, so `python -m stitchnet.lungfield.train` does not find its
+own module already imported by this package (which Python warns about). The lung-field names
+come from `stitchnet.lungfield`.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ _EXPORTS = {
         "read_nifti",
         "read_source",
     ),
-    "stitchnet.data.lungfield": (
+    "stitchnet.lungfield.net": (
         "LungSegmenter",
         "clean_lung_mask",
         "load_lung_segmenter",
         "lung_box",
         "lung_field",
         "lung_fields",
-        "train_lung_segmenter",
     ),
+    "stitchnet.lungfield.train": ("train_lung_segmenter",),
     "stitchnet.data.preprocess": ("prepare", "restore_to_original"),
     "stitchnet.data.splits": (
         "check_no_patient_leak",

@@ -12,7 +12,7 @@ Built-ins (`LABEL_MAP_HELP` is what --help prints):
              is fluid outside the lung parenchyma, so it becomes background (0), as in Inf-Net's
              ground truth. MedSeg has no healthy-lung class: healthy lung (1) is the lung mask
              given beside the labels minus the lesions, or, with none given, the lung field that
-             `segment` finds (inference.lung3d).
+             `segment` finds (lungfield.volume).
     binary   0 background, 1 lesion of unknown kind. Refused for training and evaluation: a
              4-class head needs to know GGO from consolidation, and calling every lesion one of
              them would teach the model that the other does not exist. Training on it would need

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stitchnet.config import DataConfig
-from stitchnet.data.lungfield import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
 from stitchnet.data.sources import DataError
 from stitchnet.data.types import PreparedSet, SliceRecord
+from stitchnet.lungfield.net import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
 
 CACHE_FORMAT = 2  # bump when the pre-processing changes, so old caches are not reused (2: lungs)
 _CHUNK = 32  # slices per lung-segmenter batch

@@ -3,8 +3,8 @@
 One scan goes the way `segment` takes it (inference.segment.segment_volume): read by
 data.volumes.read_volume, each display slice through the model's HU window (the data config's
 `lung_window`), the shipped lung segmenter's per-slice field cut to the patient's body
-(data.body), cropped to that field's box and resized. The per-slice fields are cleaned in 3-D into
-the scan's lungs (inference.lung3d), and only slices inside them are kept: a slice whose lung
+(lungfield.body), cropped to that field's box and resized. The per-slice fields are cleaned in
+3-D into the scan's lungs (lungfield.volume); only slices inside them are kept: a slice whose lung
 covers at least MIN_LUNG_FRACTION of the body on it, or one whose label marks anything. Abdomen
 and neck slices of a scan never reach training.
 
@@ -32,14 +32,14 @@ from tqdm import tqdm
 
 from stitchnet.config import DataConfig
 from stitchnet.data import volumes
-from stitchnet.data.body import body_mask
-from stitchnet.data.lungfield import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
 from stitchnet.data.preprocess import resize_image, resize_mask
 from stitchnet.data.sources import LabelMap, hu_window
 from stitchnet.data.types import PreparedSet
 from stitchnet.data.volume_dataset import Case
 from stitchnet.data.volume_slices import _companion
 from stitchnet.inference.fast import inference_copy
+from stitchnet.lungfield.body import body_mask
+from stitchnet.lungfield.net import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
 
 CACHE_FORMAT = 1  # bump when what an entry holds or how it is made changes
 # A slice is lung when its 3-D lung field covers at least this share of the body on it: the lung
@@ -104,9 +104,9 @@ def slice_scan(
 ) -> ScanSlices:
     """Read one scan and cut it into model-ready lung slices (see the module docstring).
 
-    A scan without lungs (lung3d.NoLungError) gives no slices when unlabelled; a labelled one
-    is refused, since its labels could not be trusted to lie on a chest CT."""
-    from stitchnet.inference.lung3d import NoLungError, lung_field
+    A scan without lungs (lungfield.volume.NoLungError) gives no slices when unlabelled; a
+    labelled one is refused, since its labels could not be trusted to lie on a chest CT."""
+    from stitchnet.lungfield.volume import NoLungError, lung_field
 
     vol = volumes.read_volume(case.image)
     n, h, w = vol.hu.shape

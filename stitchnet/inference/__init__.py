@@ -12,12 +12,10 @@ Modules, one idea each:
     kernel.py    pre-processed slices -> logits -> argmax -> class ids at each slice's own size
                  (shared with `pipeline.predict_folder`)
     fast.py      an eval-only copy of a model with batch norm folded into its convolutions
-    lung3d.py    the per-slice lung fields kept inside the patient's body (data/body.py), the
-                 lungs chosen among their 3-D components, split into the patient's right and left
     segment.py   `segment_volume`: the whole volume through the lung segmenter and the model
     burden.py    lung, GGO and consolidation volume in mL and as % of lung, per side and in total
-    uncertainty.py  predictive entropy / mutual information from posterior draws or flips, the
-                 lung label's uncertainty for whole scans, and the calibration metrics
+    uncertainty.py  predictive entropy / mutual information from posterior draws or flips, and
+                 the lung label's uncertainty for whole scans
     twin.py      the healthy twin: lesion voxels brought to the surrounding healthy lung's HU
     orient.py    pictures for people in the radiological view (anterior up, the patient's
                  right on the image's left) with A / P / R / L at the edges
@@ -27,4 +25,7 @@ Modules, one idea each:
     outputs.py   optional outputs: one that fails is left out whole and recorded, not raised
     scan.py      `segment_scan`: read, segment, write every output atomically into one folder
     defaults.py  the shipped default model, and the one command that (re)makes it from a run
+
+The lung field a scan is bounded by (the 2-D lung-field net, the body, the 3-D clean-up and the
+split into right and left) is `stitchnet.lungfield`.
 """

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stitchnet.inference.lung3d import LEFT, RIGHT
+from stitchnet.lungfield.volume import LEFT, RIGHT
 
 GGO, CONSOLIDATION = 2, 3  # class ids (stitchnet.config.CLASS_NAMES)
 REGIONS = {"right": (RIGHT,), "left": (LEFT,), "total": (RIGHT, LEFT)}

@@ -4,7 +4,7 @@ Each display slice (Z index) goes the way the model's training slices went: HU -
 data window (`DataConfig.lung_window`) -> the shipped lung segmenter's field -> crop to the lung
 box (when the run config crops) -> resize -> the model -> argmax -> back to the slice's size
 (the kernel shared with `predict_folder`). The per-slice lung fields are then cleaned in 3-D
-(lung3d.py) and bound the output:
+(lungfield/volume.py) and bound the output:
 
     outside the lung mask           0 (background), whatever the model said
     inside, model says background   1 (healthy lung): the lung mask, not the model, decides
@@ -32,14 +32,11 @@ import torch
 from tqdm import tqdm
 
 from stitchnet.config import DataConfig
-from stitchnet.data.body import body_mask
-from stitchnet.data.lungfield import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
 from stitchnet.data.preprocess import resize_image
 from stitchnet.data.sources import hu_window
 from stitchnet.data.volumes import Volume
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.kernel import predict_classes
-from stitchnet.inference.lung3d import lung_field, split_lungs
 from stitchnet.inference.twin import (
     LESION_MIN,
     has_styles,
@@ -50,6 +47,9 @@ from stitchnet.inference.twin import (
     twin_volume,
 )
 from stitchnet.inference.uncertainty import label_uncertainty, paste_map
+from stitchnet.lungfield.body import body_mask
+from stitchnet.lungfield.net import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
+from stitchnet.lungfield.volume import lung_field, split_lungs
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from stitchnet.inference.burden import burden_row
-from stitchnet.inference.lung3d import LEFT, RIGHT
+from stitchnet.lungfield.volume import LEFT, RIGHT
 
 SIDES = {"right": RIGHT, "left": LEFT}
 THIRDS = ("lower", "middle", "upper")  # inferior -> superior

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from stitchnet.config import DataConfig
-from stitchnet.data.lungfield import load_lung_segmenter
 from stitchnet.data.preprocess import prepare, resize_mask, restore_to_original
 from stitchnet.data.sources import DataError, load_bundled, read_folder
 from stitchnet.data.types import SliceRecord
+from stitchnet.lungfield.net import load_lung_segmenter
 
 
 def test_restore_to_original_by_hand():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stitchnet.inference.burden import burden_csv, lesion_burden
-from stitchnet.inference.lung3d import (
+from stitchnet.lungfield.volume import (
     LEFT,
     LR_AXIS,
     RIGHT,
@@ -125,7 +125,7 @@ def test_outside_air_is_air_connected_to_the_border_or_padding():
 def test_fill_holes_matches_scipy_in_2d_and_3d():
     from scipy import ndimage
 
-    from stitchnet.inference.lung3d import fill_holes
+    from stitchnet.lungfield.volume import fill_holes
 
     rng = np.random.default_rng(0)
     for shape in [(40, 40), (6, 30, 30)]:
@@ -138,7 +138,7 @@ def test_fill_holes_of_a_mask_inside_the_array_matches_scipy():
     # the faces, touching one face, and empty.
     from scipy import ndimage
 
-    from stitchnet.inference.lung3d import fill_holes
+    from stitchnet.lungfield.volume import fill_holes
 
     rng = np.random.default_rng(1)
     for trial in range(60):

@@ -10,7 +10,6 @@ import pytest
 import volume_factory as vf
 from test_segment_scan import _chest
 
-from stitchnet.data.lungfield import lung_box
 from stitchnet.data.preprocess import resize_image
 from stitchnet.data.sources import hu_window, read_image_file, read_label_file
 from stitchnet.data.volumes import read_volume
@@ -31,6 +30,7 @@ from stitchnet.inference.twin import (
     twin_mode,
     twin_volume,
 )
+from stitchnet.lungfield.net import lung_box
 
 needs_default = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no default model shipped")
 

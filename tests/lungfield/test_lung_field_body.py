@@ -19,13 +19,14 @@ import pytest
 import volume_factory as vf
 
 from stitchnet.config import DataConfig
-from stitchnet.data import lungfield
-from stitchnet.data.body import body_mask, body_slice, drop_outside_air
-from stitchnet.data.lungfield import load_lung_segmenter, lung_box, lung_fields
 from stitchnet.data.sources import hu_window, read_image_file
 from stitchnet.data.volumes import read_volume
 from stitchnet.inference.defaults import load_segmentation_model
-from stitchnet.inference.lung3d import (
+from stitchnet.inference.segment import segment_volume
+from stitchnet.lungfield import net as lungfield
+from stitchnet.lungfield.body import body_mask, body_slice, drop_outside_air
+from stitchnet.lungfield.net import load_lung_segmenter, lung_box, lung_fields
+from stitchnet.lungfield.volume import (
     LEFT,
     RIGHT,
     NoLungError,
@@ -33,7 +34,6 @@ from stitchnet.inference.lung3d import (
     outside_air,
     split_lungs,
 )
-from stitchnet.inference.segment import segment_volume
 
 REAL = vf.REPO / "data" / "realct_nonlesion_dev"
 WINDOW = DataConfig().lung_window

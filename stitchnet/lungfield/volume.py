@@ -1,11 +1,11 @@
 """The lung field of a whole scan: per-slice lung fields cleaned in 3-D, split into two lungs.
 
-The shipped 2-D lung segmenter (data/lungfield.py) sees one slice at a time, so it also marks
+The shipped 2-D lung segmenter (net.py) sees one slice at a time, so it also marks
 air-filled things that look like lung on that slice alone: the air around the patient, the air a
 CT table's cradle encloses under the patient's back, bowel gas, the trachea. Two rules take them
 out (`lung_field`):
 
-1. Lungs lie inside the patient's body (data/body.py `body_mask`: per slice the patient's soft
+1. Lungs lie inside the patient's body (body.py `body_mask`: per slice the patient's soft
    tissue, the table cut off, holes filled), never in the air around or under it.
 2. In 3-D the lungs are the connected components of the field holding the most air
    (HU < AIR_BELOW_HU) inside the body (`keep_lungs`): the one with the most air, and a second
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from stitchnet.data.body import fill_holes
 from stitchnet.data.sources import DataError
 from stitchnet.data.volumes import DISPLAY_AXCODES
+from stitchnet.lungfield.body import fill_holes
 
 # A second 3-D component is kept as the other lung when it holds at least this share of the
 # first one's voxels: the left lung is ~45 % of both lungs, so ~0.8 of the right one, while
@@ -222,7 +222,7 @@ def lung_field(
         fields: (Z, Y, X) 0/1 per-slice lung fields, already cut to `body` (the crop boxes need
             them cut); `outside_voxels` says how many field voxels the cut took away.
         hu: (Z, Y, X) HU.
-        body: (Z, Y, X) bool, the patient's body (`stitchnet.data.body.body_mask`).
+        body: (Z, Y, X) bool, the patient's body (`stitchnet.lungfield.body.body_mask`).
         source: the scan's path, for the error message.
     Raises:
         NoLungError: no lung (`lung_mask_3d`).

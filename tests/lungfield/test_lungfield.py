@@ -6,18 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from stitchnet.data.lungfield import (
+from stitchnet.data.sources import DataError, load_bundled, read_folder
+from stitchnet.data.types import SliceRecord
+from stitchnet.lungfield.net import (
     ASSET_PATH,
     clean_lung_mask,
-    dice_score,
     load_lung_segmenter,
     lung_box,
     lung_field,
     morph_radius_px,
-    train_lung_segmenter,
 )
-from stitchnet.data.sources import DataError, load_bundled, read_folder
-from stitchnet.data.types import SliceRecord
+from stitchnet.lungfield.train import dice_score, train_lung_segmenter
 
 
 def test_lung_box_with_margin_by_hand():
@@ -106,7 +105,7 @@ def test_training_needs_a_target():
 
 
 def test_missing_weights_say_how_to_rebuild(tmp_path):
-    with pytest.raises(DataError, match=r"python -m stitchnet\.data\.lungfield"):
+    with pytest.raises(DataError, match=r"python -m stitchnet\.lungfield\.train"):
         load_lung_segmenter(tmp_path / "absent.pt")
 
 
