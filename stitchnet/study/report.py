@@ -192,7 +192,7 @@ def build_report(out: Path) -> Path:
             "Inside the true lung field. ECE: top label, 15 bins. Brier: 0..2. AUROC: predictive "
             "entropy against pixel errors. Pearson / Spearman: per-slice mean entropy against "
             "per-slice lesion Dice (a negative value: unsure slices are the bad ones). Only runs "
-            "whose weights were at hand are scored (`stitchnet.calibration`).",
+            "whose weights were at hand are scored (`stitchnet.study.calibration`).",
             "",
             *calibration,
             "",
