@@ -185,7 +185,8 @@ def cached_scans(
     lung_model: LungSegmenter | None = None,
 ) -> list[ScanSlices]:
     """Every case's slices: from its cache entry where one matches, else read, cut and stored.
-    Prints one line per scan read: how many of its slices lie inside the lung field."""
+    Prints a line per scan read, how many of its slices lie inside the lung field, and its notes
+    (what the reader assumed, where healthy lung came from)."""
     seg = lung_model if lung_model is not None else load_lung_segmenter()
     fast = None  # the segmenter folded for inference, made once a scan has to be read
     folder = None if cache_dir is None else Path(cache_dir) / "scans"
@@ -204,10 +205,8 @@ def cached_scans(
             if folder is not None:
                 save_entry(folder, key, entry)
             why = "inside the lung field" + (" or labelled" if entry.masks is not None else "")
-            tqdm.write(
-                f"{case.case_id}: {len(entry.z)} of {entry.meta['n_slices']} slices {why}",
-                file=sys.stderr,
-            )
+            lines = [f"{case.case_id}: {len(entry.z)} of {entry.meta['n_slices']} slices {why}"]
+            tqdm.write("\n  ".join(lines + entry.meta["notes"]), file=sys.stderr)
         out.append(entry)
     return out
 
