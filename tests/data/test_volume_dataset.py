@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import volume_datasets as vd
+import volume_factory as vf
 from conftest import LABELLED, copy_slices
 
 from stitchnet.config import DataConfig
@@ -171,3 +172,10 @@ def test_medseg_labels_get_healthy_lung_from_the_lung_mask_or_the_lung_field(tmp
     else:  # ... or the scan's lung field, the one segment finds, where none is given
         assert (masks == 1).any()
         assert np.array_equal(masks == 1, (data.lungs.numpy() == 1) & ~lesion)
+
+
+def test_dicom_files_lying_in_the_folder_make_it_one_scan(tmp_path):
+    root = tmp_path / "series"
+    vf.make_dicom_series(root, 3, 64, subfolder=".", seed=3)
+    (case,) = scan_cases(root)
+    assert case.case_id == "series" and case.image == root
