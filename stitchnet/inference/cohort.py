@@ -248,9 +248,10 @@ def _open_state(out: Path, cohort: list[Scan], model: dict, n: int) -> dict[str,
             f"model for the whole cohort: rerun with --model {old['path']} or a new --out"
         )
     if state["shards"] != n:
+        was = state["shards"]
         raise CohortError(
-            f"{out} was started in {state['shards']} shard(s); this run asks for {n}; expected "
-            f"--shard I/{state['shards']}" + (" or no --shard" if state["shards"] == 1 else "")
+            f"{out} was started in {was} shard(s); this run asks for {n}; expected "
+            + ("no --shard" if was == 1 else f"--shard I/{was}")
         )
     if state["scans"] != scans:
         before = {s["scan_id"]: s["path"] for s in state["scans"]}
