@@ -2,12 +2,12 @@
 
 N synthetic scans of S slices (default 100 scans of 300 slices, 512 px) are written as NIfTI in
 HU: a chest of one real bundled slice (data/medseg_covid19_train50, its gray back to HU through
-the window recorded for it) over the middle 60 % of the slices, so its lungs join in 3-D as a real
-scan's do, with 20 % abdomen below and 20 % neck above (soft tissue and fat, no air). Writing them
-is not timed. Then `prepare_volumes` builds the cache of the folder as unlabelled scans (read,
-lung field, crop, resize at the debug preset's 64 px or --image-size), and a second call reuses
-it. Printed: build seconds in all and per scan, slices kept per scan, the cache's size on disk
-in all and per scan, and the reuse time.
+the window recorded for it, in a disk of soft tissue) over the middle 60 % of the slices, so its
+lungs join in 3-D as a real scan's do, with 20 % abdomen below and 20 % neck above (soft tissue
+and fat, no air). Writing them is not timed. Then `prepare_volumes` builds the cache of the
+folder as unlabelled scans (read, lung field, crop, resize at the debug preset's 64 px or
+--image-size), and a second call reuses it. Printed: build seconds in all and per scan, slices
+kept per scan, the cache's size on disk in all and per scan, and the reuse time.
 
     python benchmarks/slice_cache.py                        # 100 x 300 slices at 512 px
     python benchmarks/slice_cache.py --scans 4 --size 256   # a few minutes on 2 cores
@@ -34,13 +34,16 @@ FOV_MM, SLICE_MM = 350.0, 1.0  # a chest field of view; 1 mm slices (300 slices:
 
 
 def chest_slice(name: str, size: int) -> np.ndarray:
-    """(size, size) HU: a bundled slice in HU, centred in air inside a circular field of view."""
+    """(size, size) HU: a bundled slice in HU, centred in a disk of soft tissue (a chest wall)
+    inside a circular field of view. The bundled slices are cropped to the lungs, which touch
+    their edges; in air those lungs would open onto the air around the patient and the body
+    mask (lungfield.body) would leave most of them out."""
     im = Image.open(LABELLED / "images" / f"{name}.png")
-    inner = int(size * 0.7)
+    inner = int(size * 0.6)
     scale = inner / max(im.size)
     wh = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
     gray = np.asarray(im.resize(wh, Image.BILINEAR), dtype=np.float32) / 255.0
-    hu = np.full((size, size), AIR, dtype=np.float32)
+    hu = disk(size, 0.45, TISSUE)
     y0, x0 = (size - wh[1]) // 2, (size - wh[0]) // 2
     window = recorded_windows(LABELLED)[f"{name}.png"]  # the HU window the PNG was saved with
     hu[y0 : y0 + wh[1], x0 : x0 + wh[0]] = gray_to_hu(gray, window)
@@ -49,12 +52,16 @@ def chest_slice(name: str, size: int) -> np.ndarray:
 
 def soft_slice(size: int) -> np.ndarray:
     """(size, size) HU: a body of soft tissue with a fat rim and no air (abdomen or neck)."""
+    hu = disk(size, 0.33, FAT)
+    hu[disk(size, 0.28, TISSUE) == TISSUE] = TISSUE
+    return _fov(hu)
+
+
+def disk(size: int, radius: float, value: float) -> np.ndarray:
+    """(size, size) HU: `value` inside a centred disk of radius `radius` x size, air outside."""
     yy, xx = np.mgrid[:size, :size]
     r2 = (yy - (size - 1) / 2) ** 2 + (xx - (size - 1) / 2) ** 2
-    hu = np.full((size, size), AIR, dtype=np.float32)
-    hu[r2 <= (0.33 * size) ** 2] = FAT
-    hu[r2 <= (0.28 * size) ** 2] = TISSUE
-    return _fov(hu)
+    return np.where(r2 <= (radius * size) ** 2, value, AIR).astype(np.float32)
 
 
 def _fov(hu: np.ndarray) -> np.ndarray:
