@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from stitchnet.data.errors import DataError
 from stitchnet.data.hu_scale import estimate_window
-from stitchnet.data.sources import DataError
 from stitchnet.data.volumes import VolumeError, read_volume
 
 DEV = Path(__file__).resolve().parents[1] / "data" / "realct_nonlesion_dev"

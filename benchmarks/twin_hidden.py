@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from stitchnet.data.images import hu_window, read_image_file, read_label_file
 from stitchnet.data.preprocess import resize_image
-from stitchnet.data.sources import hu_window, read_image_file, read_label_file
 from stitchnet.inference.defaults import load_segmentation_model
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.twin import (

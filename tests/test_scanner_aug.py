@@ -11,7 +11,8 @@ import stitchnet.train as T
 from stitchnet import cli, pipeline
 from stitchnet.augment import apply_params, gaussian_blur, sample_params
 from stitchnet.config import DataConfig, RunConfig, TrainConfig
-from stitchnet.data.sources import load_bundled, read_folder
+from stitchnet.data.slice_folder import read_folder
+from stitchnet.data.sources import load_bundled
 from stitchnet.distributed import Dist
 from stitchnet.scanner_aug import (
     ScannerAugSpec,

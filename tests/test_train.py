@@ -278,7 +278,8 @@ MODELS = ("unet", "segnet", "stitchnet", "svae", "ladder")
 def real_sets():
     """6 labelled and 4 unlabelled bundled slices, prepared at 64 px with their lung fields."""
     from stitchnet.data.preprocess import prepare
-    from stitchnet.data.sources import load_bundled, read_folder
+    from stitchnet.data.slice_folder import read_folder
+    from stitchnet.data.sources import load_bundled
 
     cfg = DataConfig(image_size=64)
     lab = prepare(read_folder(load_bundled("labelled"))[:6], cfg, name="lab", progress=False)

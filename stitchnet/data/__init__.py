@@ -16,20 +16,22 @@ from typing import Any
 
 _EXPORTS = {
     "stitchnet.data.types": ("PreparedSet", "SliceRecord"),
-    "stitchnet.data.sources": (
+    "stitchnet.data.errors": ("DataError",),
+    "stitchnet.data.images": ("hu_window",),
+    "stitchnet.data.label_maps": (
         "CCCCII",
         "IDENTITY",
         "LABEL_MAPS",
         "MEDSEG_RAW",
-        "DataError",
         "LabelMap",
-        "detect_layout",
         "get_label_map",
-        "hu_window",
+    ),
+    "stitchnet.data.slice_folder": ("read_folder",),
+    "stitchnet.data.ccccii": ("read_ccccii",),
+    "stitchnet.data.sources": (
+        "detect_layout",
         "load_bundled",
-        "read_ccccii",
         "read_dicom_series",
-        "read_folder",
         "read_nifti",
         "read_source",
     ),

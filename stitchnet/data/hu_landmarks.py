@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.signal import find_peaks
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 
 AIR_HU = -1000.0  # air outside the body and in the airways
 FAT_HU = -100.0  # subcutaneous and mediastinal fat

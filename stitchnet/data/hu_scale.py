@@ -46,8 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stitchnet.data.errors import DataError
 from stitchnet.data.hu_landmarks import AIR_HU, FAT_HU, SOFT_HU, SliceLandmarks, measure_landmarks
-from stitchnet.data.sources import DataError, read_image_file
+from stitchnet.data.images import read_image_file
 
 GOOD_RESIDUAL_HU = 30.0  # three landmarks agreeing this well make a "good" estimate
 ONE_WINDOW_IQR = 3.0 / 255.0  # soft tissue's gray varies less across the slices of one window

@@ -1,9 +1,10 @@
 """`--label-map NAME|FILE`: how a label volume's values become our four classes.
 
 Our classes: 0 background, 1 healthy lung, 2 ground-glass opacity (GGO), 3 consolidation. The
-map itself is `sources.LabelMap` (one class for slices and volumes); this module names the
-built-ins the CLI offers, reads a map from a JSON file or from an nnU-Net / MSD dataset.json, and
-refuses the maps this project cannot train a 4-class head on.
+map itself is `LabelMap` (one class for slices and volumes, with the presets the slice readers
+take by name); this module also names the built-ins the CLI offers, reads a map from a JSON file
+or from an nnU-Net / MSD dataset.json, and refuses the maps this project cannot train a 4-class
+head on.
 
 Built-ins (`LABEL_MAP_HELP` is what --help prints):
 
@@ -27,11 +28,94 @@ refused (`LabelMap.apply`), naming the values found.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stitchnet.data.sources import IDENTITY, MEDSEG_RAW, DataError, LabelMap
+import numpy as np
+
+from stitchnet.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """How a source's mask values become our ids (0 bg, 1 healthy lung, 2 GGO, 3 consolidation).
+
+    Some sources label only lesions and ship the lung field separately. For those, `lung_fill`
+    lists the source values that become healthy lung (1) where the lung mask is set; everywhere
+    else they keep their mapped id.
+    """
+
+    name: str
+    mapping: tuple[tuple[int, int], ...]  # (source id, our id) pairs; tuples keep the map hashable
+    lung_fill: tuple[int, ...] = ()  # source ids set to 1 inside the lung field (needs a lung mask)
+
+    def __post_init__(self) -> None:
+        bad = sorted({ours for _, ours in self.mapping} - {0, 1, 2, 3})
+        if bad:
+            raise ValueError(f"label map {self.name!r} maps to {bad}; our class ids are 0..3")
+
+    @classmethod
+    def from_dict(
+        cls, name: str, mapping: Mapping[int, int], lung_fill: Iterable[int] = ()
+    ) -> LabelMap:
+        return cls(
+            name, tuple(sorted((int(k), int(v)) for k, v in mapping.items())), tuple(lung_fill)
+        )
+
+    @property
+    def source_ids(self) -> tuple[int, ...]:
+        return tuple(src for src, _ in self.mapping)
+
+    def apply(self, raw: np.ndarray, lung: np.ndarray | None = None, path: str = "") -> np.ndarray:
+        """Map a (H, W) array of source ids to (H, W) uint8 class ids; `path` names it in errors."""
+        values = np.unique(raw)
+        if not np.all(np.equal(np.mod(values, 1), 0)):
+            raise DataError(
+                f"{path}: mask holds non-integer values {values[np.mod(values, 1) != 0][:5]}; "
+                f"expected integer class ids {list(self.source_ids)} (label map {self.name!r})"
+            )
+        unexpected = sorted(set(values.astype(np.int64).tolist()) - set(self.source_ids))
+        if unexpected:
+            raise DataError(
+                f"{path}: mask holds values {unexpected} outside label map {self.name!r}; "
+                f"expected only {list(self.source_ids)}. Pass another label_map (presets: "
+                f"{sorted(LABEL_MAPS)}) or LabelMap.from_dict(...)"
+            )
+        ids = raw.astype(np.int64)
+        out = np.zeros(raw.shape, dtype=np.uint8)
+        for src, ours in self.mapping:
+            out[ids == src] = ours
+        if self.lung_fill:
+            if lung is None:
+                raise DataError(
+                    f"{path}: label map {self.name!r} needs a lung mask to mark healthy lung "
+                    f"(its source has no healthy-lung class); expected a lung/ file beside the mask"
+                )
+            fill = np.isin(ids, self.lung_fill) & (lung > 0)
+            out[fill] = 1
+        return out
+
+
+IDENTITY = LabelMap.from_dict("identity", {0: 0, 1: 1, 2: 2, 3: 3})
+# MedSeg's raw labels: 0 none, 1 GGO, 2 consolidation, 3 pleural effusion. Effusion is neither
+# parenchyma nor a lesion class, so it becomes background (as in Inf-Net's ground truth) and is not
+# filled as healthy lung even though MedSeg's lung mask covers it.
+MEDSEG_RAW = LabelMap.from_dict("medseg-raw", {0: 0, 1: 2, 2: 3, 3: 0}, lung_fill=(0,))
+# CC-CCII's lesion masks as publicly described: background, lung field, GGO, consolidation,
+# stored as 0..3 in 8-bit PNGs: an assumption, not checked against the real files.
+CCCCII = LabelMap.from_dict("cc-ccii", {0: 0, 1: 1, 2: 2, 3: 3})
+LABEL_MAPS: dict[str, LabelMap] = {m.name: m for m in (IDENTITY, MEDSEG_RAW, CCCCII)}
+
+
+def get_label_map(label_map: str | LabelMap) -> LabelMap:
+    if isinstance(label_map, LabelMap):
+        return label_map
+    if label_map not in LABEL_MAPS:
+        raise ValueError(f"unknown label map {label_map!r}; expected one of {sorted(LABEL_MAPS)}")
+    return LABEL_MAPS[label_map]
+
 
 BINARY = LabelMap.from_dict("binary", {0: 0, 1: 2})  # only so the name resolves; always refused
 BUILT_IN: dict[str, LabelMap] = {"ours": IDENTITY, "medseg": MEDSEG_RAW, "binary": BINARY}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stitchnet.config import DataConfig
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 from stitchnet.data.types import PreparedSet, SliceRecord
 from stitchnet.lungfield.net import LungSegmenter, load_lung_segmenter, lung_box, lung_fields
 

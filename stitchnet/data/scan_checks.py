@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 
 AIR_MAX = -500.0  # HU: a chest scan's darkest 1 % (air -1000, lung -900..-700) lies below this
 TISSUE_RANGE = (-300.0, 300.0)  # HU: the median of the bright part (fat -100 .. muscle +60)

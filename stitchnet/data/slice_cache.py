@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from stitchnet.config import DataConfig
 from stitchnet.data import volumes
+from stitchnet.data.images import hu_window
+from stitchnet.data.label_maps import LabelMap
 from stitchnet.data.preprocess import resize_image, resize_mask
-from stitchnet.data.sources import LabelMap, hu_window
 from stitchnet.data.types import PreparedSet
 from stitchnet.data.volume_dataset import Case
 from stitchnet.data.volume_slices import _companion

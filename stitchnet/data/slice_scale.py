@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stitchnet.data.errors import DataError
 from stitchnet.data.hu_scale import INDEX_COLUMNS, gray_to_hu, recorded_windows
-from stitchnet.data.sources import DataError, hu_window
+from stitchnet.data.images import hu_window
 
 
 def slice_windows(

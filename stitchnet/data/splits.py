@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 
 PARTS = ("train", "val", "test")
 SLICE_SPLIT_WARNING = (

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stitchnet.config import DataConfig
-from stitchnet.data.sources import CCCCII_CLASSES, DataError, LabelMap
+from stitchnet.data.ccccii import CCCCII_CLASSES
+from stitchnet.data.errors import DataError
+from stitchnet.data.label_maps import LabelMap
 from stitchnet.data.types import PreparedSet
 
 NIFTI = (".nii.gz", ".nii")

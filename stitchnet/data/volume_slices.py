@@ -14,14 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stitchnet.data.sources import (
-    DEFAULT_WINDOW,
-    IDENTITY,
-    DataError,
-    LabelMap,
-    get_label_map,
-    hu_window,
-)
+from stitchnet.data.errors import DataError
+from stitchnet.data.images import DEFAULT_WINDOW, hu_window
+from stitchnet.data.label_maps import IDENTITY, LabelMap, get_label_map
 from stitchnet.data.types import SliceRecord
 from stitchnet.data.volumes import Volume, read_volume
 

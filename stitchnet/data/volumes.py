@@ -47,6 +47,7 @@ from stitchnet.data.dicom_checks import (
 )
 from stitchnet.data.dicom_series import NO_MODALITY, Series, choose_series, scan_series
 from stitchnet.data.hu_scale import gray_to_hu
+from stitchnet.data.images import DEFAULT_WINDOW, IMAGE_SUFFIXES, read_image_file
 from stitchnet.data.scan_checks import (
     VolumeError,
     check_finite,
@@ -54,7 +55,6 @@ from stitchnet.data.scan_checks import (
     check_nifti_voxel_sizes,
 )
 from stitchnet.data.slice_scale import slice_windows
-from stitchnet.data.sources import DEFAULT_WINDOW, IMAGE_SUFFIXES, read_image_file
 
 DISPLAY_AXCODES = ("S", "L", "P")  # display axes (Z, Y, X): inferior->superior, R->L, A->P
 # The same axes in nibabel's (i, j, k) order: display = transpose(xyz, (2, 0, 1)).

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CSV_COLUMNS = ("scan_id", "path")

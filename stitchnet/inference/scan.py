@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stitchnet.data.sources import hu_window
+from stitchnet.data.images import hu_window
 from stitchnet.data.volumes import (
     DISPLAY_AXCODES,
     Volume,

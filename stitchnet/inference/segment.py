@@ -32,8 +32,8 @@ import torch
 from tqdm import tqdm
 
 from stitchnet.config import DataConfig
+from stitchnet.data.images import hu_window
 from stitchnet.data.preprocess import resize_image
-from stitchnet.data.sources import hu_window
 from stitchnet.data.volumes import Volume
 from stitchnet.inference.fast import inference_copy
 from stitchnet.inference.kernel import predict_classes

@@ -65,8 +65,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from stitchnet.data.images import hu_window
 from stitchnet.data.preprocess import resize_image
-from stitchnet.data.sources import hu_window
 from stitchnet.inference.uncertainty import paste_map
 
 HEALTHY = 1  # class id of healthy lung: its aerated voxels are the reference

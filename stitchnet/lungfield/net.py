@@ -23,7 +23,7 @@ from scipy import ndimage
 from skimage.morphology import disk
 from torch import nn
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 from stitchnet.lungfield.body import drop_outside_air
 
 ASSET_PATH = Path(__file__).resolve().parent.parent / "assets" / "lungfield.pt"

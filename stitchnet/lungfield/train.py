@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 from stitchnet.data.types import SliceRecord
 from stitchnet.lungfield.net import (
     ASSET_PATH,
@@ -162,7 +162,8 @@ def train_lung_segmenter(
 
 def main(argv: list[str] | None = None) -> None:
     """Retrain the shipped segmenter on the bundled labelled slices and rewrite its weights."""
-    from stitchnet.data.sources import load_bundled, read_folder
+    from stitchnet.data.slice_folder import read_folder
+    from stitchnet.data.sources import load_bundled
 
     parser = argparse.ArgumentParser(
         prog="python -m stitchnet.lungfield.train", description=main.__doc__

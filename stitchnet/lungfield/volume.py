@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 from stitchnet.data.volumes import DISPLAY_AXCODES
 from stitchnet.lungfield.body import fill_holes
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stitchnet.data.errors import DataError
 from stitchnet.data.hu_scale import (
     INDEX_COLUMNS,
     SliceLandmarks,
@@ -21,7 +22,7 @@ from stitchnet.data.hu_scale import (
     measure_landmarks,
     recorded_windows,
 )
-from stitchnet.data.sources import DataError, hu_window
+from stitchnet.data.images import hu_window
 
 REPO = Path(__file__).resolve().parents[2]
 LABELLED = REPO / "data" / "medseg_covid19_train50"

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from stitchnet.cli import build_parser
+from stitchnet.data.errors import DataError
 from stitchnet.data.label_maps import (
     LabelMapError,
     dataset_labels,
     map_from_dataset_json,
     resolve_label_map,
 )
-from stitchnet.data.sources import DataError
 
 # A 1 x 2 x 4 label volume in MedSeg's values (0 none, 1 GGO, 2 consolidation, 3 effusion) and a
 # lung mask that covers the first row only.

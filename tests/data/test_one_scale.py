@@ -21,8 +21,11 @@ from PIL import Image
 
 from stitchnet.checkpoint import save_checkpoint
 from stitchnet.cli import main
+from stitchnet.data.errors import DataError
 from stitchnet.data.hu_scale import INDEX_COLUMNS
-from stitchnet.data.sources import DataError, hu_window, read_folder, read_source
+from stitchnet.data.images import hu_window
+from stitchnet.data.slice_folder import read_folder
+from stitchnet.data.sources import read_source
 from stitchnet.data.volumes import read_volume
 from stitchnet.models import build_model
 from stitchnet.pipeline import run_config

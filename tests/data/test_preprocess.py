@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from stitchnet.config import DataConfig
+from stitchnet.data.errors import DataError
 from stitchnet.data.preprocess import prepare, resize_mask, restore_to_original
-from stitchnet.data.sources import DataError, load_bundled, read_folder
+from stitchnet.data.slice_folder import read_folder
+from stitchnet.data.sources import load_bundled
 from stitchnet.data.types import SliceRecord
 from stitchnet.lungfield.net import load_lung_segmenter
 

@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stitchnet.data.sources import (
-    MEDSEG_RAW,
-    DataError,
-    LabelMap,
-    detect_layout,
-    hu_window,
-    read_ccccii,
-    read_dicom_series,
-    read_folder,
-    read_nifti,
-    read_source,
-)
+from stitchnet.data.ccccii import read_ccccii
+from stitchnet.data.errors import DataError
+from stitchnet.data.images import hu_window
+from stitchnet.data.label_maps import MEDSEG_RAW, LabelMap
+from stitchnet.data.slice_folder import read_folder
+from stitchnet.data.sources import detect_layout, read_dicom_series, read_nifti, read_source
 
 
 def _png(path: Path, arr: np.ndarray) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stitchnet.data.sources import DataError
+from stitchnet.data.errors import DataError
 from stitchnet.data.splits import (
     SLICE_SPLIT_WARNING,
     check_no_patient_leak,

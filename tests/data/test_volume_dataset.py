@@ -15,7 +15,8 @@ import volume_factory as vf
 from conftest import LABELLED, copy_slices
 
 from stitchnet.config import DataConfig
-from stitchnet.data.sources import DataError, hu_window
+from stitchnet.data.errors import DataError
+from stitchnet.data.images import hu_window
 from stitchnet.data.splits import check_no_patient_leak, make_splits
 from stitchnet.data.volume_dataset import (
     detect_volume_layout,

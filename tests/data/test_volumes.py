@@ -19,7 +19,8 @@ from volume_factory import (
     make_nifti,
 )
 
-from stitchnet.data.sources import DataError, hu_window
+from stitchnet.data.errors import DataError
+from stitchnet.data.images import hu_window
 from stitchnet.data.volumes import VolumeError, list_series, read_volume, write_label_volume
 
 SIZE = 64  # px; every check here holds at any size, and 64 keeps each test well under a second

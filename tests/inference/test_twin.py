@@ -10,8 +10,8 @@ import pytest
 import volume_factory as vf
 from test_segment_scan import _chest
 
+from stitchnet.data.images import hu_window, read_image_file, read_label_file
 from stitchnet.data.preprocess import resize_image
-from stitchnet.data.sources import hu_window, read_image_file, read_label_file
 from stitchnet.data.volumes import read_volume
 from stitchnet.inference.defaults import DEFAULT_MODEL, load_segmentation_model
 from stitchnet.inference.fast import inference_copy

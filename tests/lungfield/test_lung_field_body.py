@@ -19,7 +19,7 @@ import pytest
 import volume_factory as vf
 
 from stitchnet.config import DataConfig
-from stitchnet.data.sources import hu_window, read_image_file
+from stitchnet.data.images import hu_window, read_image_file
 from stitchnet.data.volumes import read_volume
 from stitchnet.inference.defaults import load_segmentation_model
 from stitchnet.inference.segment import segment_volume

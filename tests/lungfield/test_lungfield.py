@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from stitchnet.data.sources import DataError, load_bundled, read_folder
+from stitchnet.data.errors import DataError
+from stitchnet.data.slice_folder import read_folder
+from stitchnet.data.sources import load_bundled
 from stitchnet.data.types import SliceRecord
 from stitchnet.lungfield.net import (
     ASSET_PATH,
