@@ -35,8 +35,7 @@ from stitchnet.data import volumes
 from stitchnet.data.images import hu_window
 from stitchnet.data.label_maps import LabelMap
 from stitchnet.data.preprocess import resize_image, resize_mask
-from stitchnet.data.types import PreparedSet
-from stitchnet.data.volume_dataset import Case
+from stitchnet.data.types import Case, PreparedSet
 from stitchnet.data.volume_slices import _companion
 from stitchnet.inference.fast import inference_copy
 from stitchnet.lungfield.body import body_mask

@@ -1,8 +1,9 @@
-"""What the data layer hands to training, evaluation and prediction."""
+"""What the data layer hands to training, evaluation and prediction, and the scans it reads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,3 +58,13 @@ class PreparedSet:
             meta=dict(self.meta),
             lungs=None if self.lungs is None else self.lungs[t],
         )
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scan of a dataset: its image (NIfTI file or DICOM tree) and label files."""
+
+    case_id: str  # unique in the dataset; also the patient id the split groups by
+    image: Path
+    label: Path | None = None  # label NIfTI of the image's voxel shape, None when unlabelled
+    lung: Path | None = None  # lung mask NIfTI (> 0 is lung), where one is given

@@ -23,28 +23,17 @@ a NIfTI label beside a DICOM series has no agreed voxel order, so DICOM serves u
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from stitchnet.config import DataConfig
 from stitchnet.data.ccccii import CCCCII_CLASSES
 from stitchnet.data.errors import DataError
 from stitchnet.data.label_maps import LabelMap
-from stitchnet.data.types import PreparedSet
+from stitchnet.data.types import Case, PreparedSet
 
 NIFTI = (".nii.gz", ".nii")
 CHANNEL = "_0000"  # nnU-Net v2's suffix of a case's first (for CT: only) input channel
 COMPANIONS = ("_mask", "_lung")  # pairs layout: label and lung files beside CASE.nii.gz
-
-
-@dataclass(frozen=True)
-class Case:
-    """One scan of a dataset: its image (NIfTI file or DICOM tree) and label files."""
-
-    case_id: str  # unique in the dataset; also the patient id the split groups by
-    image: Path
-    label: Path | None = None  # label NIfTI of the image's voxel shape, None when unlabelled
-    lung: Path | None = None  # lung mask NIfTI (> 0 is lung), where one is given
 
 
 def is_nifti(path: Path) -> bool:
