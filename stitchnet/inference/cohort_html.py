@@ -20,6 +20,7 @@ BINS = 10  # histogram bins of 100 / BINS % each; 100 % falls in the last
 SHOWN = (
     ("scan_id", "scan"),
     ("status", "status"),
+    ("error", "why it failed"),  # beside the status, where a reader of an error row looks
     ("slices", "slices"),
     ("total_lung_ml", "lung mL"),
     ("total_ggo_ml", "GGO mL"),
@@ -33,7 +34,6 @@ SHOWN = (
         for zone in ("upper", "middle", "lower", "ventral", "dorsal")
     ),
     ("seconds", "seconds"),
-    ("error", "error"),
 )
 TEXT_KEYS = ("scan_id", "status", "error")  # sorted as text; every other column as numbers
 
@@ -42,7 +42,7 @@ body { font: 14px system-ui, sans-serif; margin: 16px; color: #222; }
 table { border-collapse: collapse; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; cursor: pointer; user-select: none; }
-td.text { text-align: left; }
+td.text { text-align: left; max-width: 32em; }
 tr.error td { background: #fde8e8; }
 .bar { fill: #4a7fb5; }
 """
@@ -133,7 +133,7 @@ def _row(index: int, row: dict[str, Any], report: bool) -> str:
 
 def _histogram_svg(counts: list[int], missing: int) -> str:
     """Bars of equal width, heights scaled to the fullest bin, labelled with bin and count."""
-    width, height, bar = 40 * BINS + 20, 160, 36
+    width, height, bar = 40 * BINS + 20, 166, 36  # 16 px above the fullest bar for its count
     top = max(counts) or 1
     parts = []
     for k, count in enumerate(counts):
@@ -141,10 +141,10 @@ def _histogram_svg(counts: list[int], missing: int) -> str:
         x = 10 + 40 * k
         lo, hi = k * 100 // BINS, (k + 1) * 100 // BINS
         parts.append(
-            f'<rect class="bar" x="{x}" y="{130 - h}" width="{bar}" height="{h}" '
+            f'<rect class="bar" x="{x}" y="{136 - h}" width="{bar}" height="{h}" '
             f'data-bin="{lo}-{hi}" data-count="{count}"><title>{lo}-{hi} %: {count}</title></rect>'
-            f'<text x="{x + bar / 2}" y="{125 - h}" text-anchor="middle">{count}</text>'
-            f'<text x="{x + bar / 2}" y="148" text-anchor="middle" font-size="10">{lo}-{hi}</text>'
+            f'<text x="{x + bar / 2}" y="{131 - h}" text-anchor="middle">{count}</text>'
+            f'<text x="{x + bar / 2}" y="154" text-anchor="middle" font-size="10">{lo}-{hi}</text>'
         )
     note = f"<p>{missing} scan(s) without a lesion % (errors or no lung).</p>" if missing else ""
     return f'<svg id="histogram" width="{width}" height="{height}">{"".join(parts)}</svg>{note}'
