@@ -9,29 +9,24 @@ pipeline.predict_folder("runs/unet", "some/folder", "runs/unet/pred")
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from stitchnet.checkpoint import model_from_checkpoint
 from stitchnet.config import DATA_PRESETS, TRAIN_PRESETS, RunConfig, check_preset
-from stitchnet.data import detect_layout, load_lung_segmenter, prepare, read_source
-from stitchnet.data.label_maps import resolve_label_map
+from stitchnet.data.prepare_source import check_source_window, default_cache_dir, read_and_prepare
 from stitchnet.data.splits import check_no_patient_leak, load_or_make_splits
 from stitchnet.data.types import PreparedSet
 from stitchnet.data.volume_dataset import LABELLED_LAYOUTS, detect_volume_layout, prepare_volumes
 from stitchnet.evaluate import EvalResult, evaluate, write_evaluation
 from stitchnet.evaluate_volumes import evaluate_volumes, write_volume_evaluation
-from stitchnet.figures import overlay
-from stitchnet.inference.kernel import predict_classes
-from stitchnet.inference.orient import radiological
+
+# predict_folder lives with inference; it is imported here as part of the plain API.
+from stitchnet.inference.predict import predict_folder  # noqa: F401
 from stitchnet.models import model_class, model_config
 from stitchnet.objectives import objective_class, objective_config
 from stitchnet.outdir import check_output, open_output, staged_dir
@@ -40,10 +35,6 @@ from stitchnet.scanner_aug import scanner_config
 from stitchnet.train import TrainResult, train
 
 SPLIT_SEED = 0  # the split is fixed across training seeds so seeds measure training noise only
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("STITCHNET_CACHE", ".cache/stitchnet"))
 
 
 def run_config(
@@ -91,26 +82,6 @@ def uses_unlabelled(model: str, objective: str = "none") -> bool:
     return model_class(model).uses_unlabelled or objective_class(objective).semi_supervised
 
 
-def check_source_window(window: Any) -> tuple[float, float] | None:
-    """The HU window of 8-bit slices without a recorded one (`--window LO HI`) as a float pair;
-    None stays None. ValueError unless it is two finite numbers with LO < HI, since a reversed
-    or empty window would turn every slice's gray into meaningless HU without any other sign."""
-    if window is None:
-        return None
-    values = tuple(window)
-    if len(values) != 2:
-        raise ValueError(
-            f"slice HU window (--window) is {values}; expected two numbers LO HI, e.g. -1250 250"
-        )
-    lo, hi = float(values[0]), float(values[1])
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(
-            f"slice HU window (--window) is LO={lo:g} HI={hi:g}; expected finite LO < HI "
-            f"(the HU at gray 0 and at gray 255), e.g. -1250 250"
-        )
-    return lo, hi
-
-
 def prepare_folder(
     path: str | Path,
     data_cfg: Any,
@@ -130,46 +101,9 @@ def prepare_folder(
         cache = default_cache_dir() if cache_dir is None else Path(cache_dir)
         labelled = True if require_masks else None
         return prepare_volumes(path, data_cfg, cache, progress, labelled, label_map)
-    return _read_and_prepare(
+    return read_and_prepare(
         path, data_cfg, cache_dir, progress, require_masks, source_window, label_map
     )[1]
-
-
-def _read_and_prepare(
-    path: str | Path,
-    data_cfg: Any,
-    cache_dir: str | Path | None,
-    progress: bool,
-    require_masks: bool = False,
-    source_window: tuple[float, float] | None = None,
-    label_map: str | None = None,
-) -> tuple[list, PreparedSet]:
-    """The raw records (predict needs their original pixels) and their pre-processed set.
-
-    Every layout reaches the model on one intensity scale: HU through `data_cfg.lung_window`
-    (DICOM and NIfTI from their HU, 8-bit slices from the HU window recorded for them)."""
-    layout = detect_layout(path)
-    kwargs: dict[str, Any] = {}
-    if layout in ("folder", "nifti", "dicom"):
-        kwargs["window"] = tuple(data_cfg.lung_window)
-    if layout == "folder":
-        kwargs["source_window"] = source_window
-        if label_map is not None:
-            kwargs["label_map"] = resolve_label_map(label_map)
-    records = read_source(path, layout, **kwargs)
-    if require_masks and any(r.mask is None for r in records):
-        missing = next(r.path for r in records if r.mask is None)
-        raise ValueError(f"{path}: expected a mask for every image (masks/), none for {missing}")
-    cache = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    data = prepare(
-        records,
-        data_cfg,
-        lung_model=load_lung_segmenter(),
-        cache_dir=cache,
-        name=Path(path).name,
-        progress=progress,
-    )
-    return records, data
 
 
 def split_parts(
@@ -282,70 +216,3 @@ def evaluate_folder(
         if cases is not None:
             write_volume_evaluation(cases, tmp)
     return result
-
-
-def predict_folder(
-    run_or_checkpoint: str | Path,
-    folder: str | Path,
-    out_dir: str | Path,
-    cache_dir: str | Path | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-    source_window: tuple[float, float] | None = None,
-) -> list[Path]:
-    """One mask PNG (class ids 0-3, the input's own size) and one overlay PNG per input slice.
-
-    Everything is written to a temporary folder first and moved into place at the end, so an
-    interrupted or failed run never leaves output that looks complete. `source_window`: the HU
-    window of 8-bit slices that carry no recorded one (read_folder).
-    """
-    source_window = check_source_window(source_window)
-    check_output(out_dir, "predict", inputs=(run_or_checkpoint, folder))
-    model, ckpt = model_from_checkpoint(run_or_checkpoint)
-    cfg = RunConfig.from_dict(ckpt["run_config"])
-    records, data = _read_and_prepare(
-        folder, cfg.data, cache_dir, progress, source_window=source_window
-    )
-    out = Path(out_dir)
-    written, pixels = [], []
-    with staged_dir(out, "predict") as tmp:
-        (tmp / "masks").mkdir()
-        (tmp / "overlays").mkdir()
-        full_masks = predict_classes(
-            model.eval(), data.images, data.boxes, data.orig_shapes, batch_size
-        )
-        for i, full in enumerate(full_masks):  # each (H, W) uint8 class ids
-            stem = data.ids[i]
-            Image.fromarray(full).save(tmp / "masks" / f"{stem}.png")
-            img = records[i].image  # (H, W) in display orientation, as the model reads it
-            picture = radiological(overlay(img, full))  # anterior up, patient's right on the left
-            Image.fromarray(picture).save(tmp / "overlays" / f"{stem}.png")
-            written.append(out / "masks" / f"{stem}.png")
-            pixels.append(np.bincount(full.ravel(), minlength=4)[:4])  # (4,) per class id
-        burden = slice_lesion_fractions(pixels, [r.patient_id for r in records])
-        (tmp / "lesion_burden.json").write_text(json.dumps(burden, indent=2))
-    return written
-
-
-def slice_lesion_fractions(pixels: list[np.ndarray], patient_ids: list[str | None]) -> dict:
-    """Per patient: GGO and consolidation as fractions of the lung field (classes 1-3) of its
-    slices, from each slice's (4,) pixel counts per class id; slices without a patient id are
-    pooled as "unknown".
-
-    Slices carry no spacing, so unlike a scan's `inference.burden.lesion_burden` (mL, per lung)
-    this counts pixels: a fraction of the lung pixels seen, not of the lung's volume.
-    """
-    totals: dict[str, np.ndarray] = {}
-    for counts, pid in zip(pixels, patient_ids, strict=True):
-        key = pid or "unknown"
-        totals[key] = totals.get(key, np.zeros(4, dtype=np.int64)) + counts
-    out = {}
-    for pid, c in sorted(totals.items()):
-        lung = int(c[1] + c[2] + c[3])
-        out[pid] = {
-            "lung_px": lung,
-            "ggo_fraction": float(c[2] / lung) if lung else 0.0,
-            "consolidation_fraction": float(c[3] / lung) if lung else 0.0,
-            "lesion_fraction": float((c[2] + c[3]) / lung) if lung else 0.0,
-        }
-    return out

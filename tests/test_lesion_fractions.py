@@ -12,7 +12,7 @@ from conftest import UNLABELLED, copy_slices
 from PIL import Image
 
 from stitchnet.inference.defaults import DEFAULT_MODEL
-from stitchnet.pipeline import predict_folder, slice_lesion_fractions
+from stitchnet.inference.predict import predict_folder, slice_lesion_fractions
 
 
 def test_fractions_pool_each_patients_slices_by_hand():

@@ -43,7 +43,9 @@ def no_work(monkeypatch):
         "stitchnet.inference.scan.read_volume",
         "stitchnet.pipeline.model_from_checkpoint",
         "stitchnet.pipeline.prepare_folder",
-        "stitchnet.pipeline._read_and_prepare",
+        "stitchnet.pipeline.read_and_prepare",
+        "stitchnet.inference.predict.model_from_checkpoint",
+        "stitchnet.inference.predict.read_and_prepare",
         "stitchnet.study.report.collect",
     ):
         monkeypatch.setattr(target, started)
@@ -132,8 +134,14 @@ def test_other_commands_refuse_the_same_misuses(command, case, tmp_path, monkeyp
     before = _tree(tmp_path)
     with monkeypatch.context() as m:
         m.setattr("stitchnet.pipeline.prepare_folder", lambda *a, **k: pytest.fail("work"))
-        m.setattr("stitchnet.pipeline._read_and_prepare", lambda *a, **k: pytest.fail("work"))
+        m.setattr("stitchnet.pipeline.read_and_prepare", lambda *a, **k: pytest.fail("work"))
         m.setattr("stitchnet.pipeline.model_from_checkpoint", lambda *a: pytest.fail("work"))
+        m.setattr(
+            "stitchnet.inference.predict.read_and_prepare", lambda *a, **k: pytest.fail("work")
+        )
+        m.setattr(
+            "stitchnet.inference.predict.model_from_checkpoint", lambda *a: pytest.fail("work")
+        )
         _refused([*argv, "--out", out, "--quiet"], capsys, command, words)
     assert _tree(tmp_path) == before
 

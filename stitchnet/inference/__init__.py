@@ -10,7 +10,7 @@
 
 Modules, one idea each:
     kernel.py    pre-processed slices -> logits -> argmax -> class ids at each slice's own size
-                 (shared with `pipeline.predict_folder`)
+                 (shared with `predict_folder`)
     fast.py      an eval-only copy of a model with batch norm folded into its convolutions
     segment.py   `segment_volume`: the whole volume through the lung segmenter and the model
     burden.py    lung, GGO and consolidation volume in mL and as % of lung, per side and in total
@@ -23,6 +23,7 @@ Modules, one idea each:
     png.py       PNG encoding that runs beside other work (the overlays, the report's slices)
     dicom_seg.py the labels as a DICOM Segmentation over the source series (--dicom-seg)
     outputs.py   optional outputs: one that fails is left out whole and recorded, not raised
+    predict.py   `predict_folder`: a mask and an overlay per slice of a slice source (predict)
     scan.py      `segment_scan`: read, segment, write every output atomically into one folder
     defaults.py  the shipped default model, and the one command that (re)makes it from a run
 

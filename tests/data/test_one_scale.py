@@ -225,7 +225,7 @@ def test_window_reaches_every_folder_a_command_reads(tmp_path, monkeypatch, caps
     from stitchnet import pipeline
 
     seen = []
-    real = pipeline._read_and_prepare
+    real = pipeline.read_and_prepare
 
     def recording(path, *args, **kwargs):
         result = real(path, *args, **kwargs)
@@ -235,7 +235,7 @@ def test_window_reaches_every_folder_a_command_reads(tmp_path, monkeypatch, caps
     def no_training(*args, **kwargs):
         raise ValueError("stopped before training")
 
-    monkeypatch.setattr(pipeline, "_read_and_prepare", recording)
+    monkeypatch.setattr(pipeline, "read_and_prepare", recording)
     monkeypatch.setattr(pipeline, "train", no_training)
     labelled = _unannotated_copy(tmp_path / "labelled", 5)
     window, cache = ["--window", "-1000", "0"], ["--cache", str(tmp_path / "c"), "--quiet"]
