@@ -98,7 +98,7 @@ def shipped(folder: Path) -> str:
     ):
         raise ResultsError(
             f"{path}: test_scores.lesion_dice, trained or hardware missing; expected the record "
-            "that `python -m stitchnet.inference.defaults` writes"
+            "that `python -m stitchnet.make_default` writes"
         )
     hardware = record["hardware"].split(";")[0]
     name = "the default model of `stitchnet segment` (the recommended configuration, seed 0)"

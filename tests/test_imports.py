@@ -244,3 +244,14 @@ def test_every_module_imports_on_its_own():
     assert done.returncode == 0, done.stderr[-2000:]
     failed = json.loads(done.stdout.strip().splitlines()[-1])
     assert failed == {}, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+
+
+def test_inference_never_reaches_the_training_loop():
+    # Segmenting a scan or predicting slices needs a checkpoint and the data readers, never the
+    # plain API's training (pipeline -> train); the command that packs the shipped default model
+    # scores it through that API, so it lives outside inference (stitchnet.make_default).
+    graph = import_graph()
+    users = [m for m in graph if m == "stitchnet.inference" or m.startswith("stitchnet.inference.")]
+    assert "stitchnet.inference.predict" in users and "stitchnet.inference.defaults" in users
+    banned = {"stitchnet.pipeline", "stitchnet.train"}
+    assert sorted(m for m in users if banned & reachable(graph, m)) == []

@@ -25,7 +25,8 @@ Modules, one idea each:
     outputs.py   optional outputs: one that fails is left out whole and recorded, not raised
     predict.py   `predict_folder`: a mask and an overlay per slice of a slice source (predict)
     scan.py      `segment_scan`: read, segment, write every output atomically into one folder
-    defaults.py  the shipped default model, and the one command that (re)makes it from a run
+    defaults.py  the shipped default model: where it is and how it loads (stitchnet.make_default
+                 makes it from a run)
 
 The lung field a scan is bounded by (the 2-D lung-field net, the body, the 3-D clean-up and the
 split into right and left) is `stitchnet.lungfield`.
