@@ -106,7 +106,7 @@ def run_cohort(args: argparse.Namespace) -> None:
 
 def _summary(rows: list[dict[str, Any]], out: Path, merged: bool) -> None:
     errors = sum(row["status"] == "error" for row in rows)
-    line = f"{len(rows)} scans: {len(rows) - errors} segmented, {errors} errors"
+    line = f"{len(rows)} scans: {len(rows) - errors} segmented, {errors} failed"
     if merged:
         line += f"; wrote {out}/cohort.csv, errors.csv, cohort.html"
     else:

@@ -169,8 +169,10 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
             (Modality CT, axial, most slices). A series without a Modality tag is read as CT
             only when the tree holds no CT series and its values pass the HU check, with a note.
 
-    Folders are searched through symbolic links (each real folder once). DICOM and NIfTI values
-    must be Hounsfield units (scan_checks.check_hounsfield); slice folders are 8-bit, unchecked.
+    A folder with neither DICOM nor slices is read as the one NIfTI file it holds (several are
+    refused). Folders are searched through symbolic links (each real folder once). DICOM and
+    NIfTI values must be Hounsfield units (scan_checks.check_hounsfield); slice folders are
+    8-bit, unchecked.
     """
     path = Path(path)
     if not path.exists():
@@ -210,6 +212,18 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
     slices = _slice_files(path)
     if slices:
         return _read_slices(path, slices)
+    # A folder per patient holding its one NIfTI is a common export; several are ambiguous.
+    niftis = [p for p in files if p.name.lower().endswith((".nii", ".nii.gz"))]
+    if len(niftis) == 1:
+        vol = _read_nifti(niftis[0])
+        vol.notes.append(f"{path}: read its one NIfTI file, {niftis[0].relative_to(path)}")
+        return vol
+    if niftis:
+        names = ", ".join(str(p.relative_to(path)) for p in niftis[:3])
+        raise VolumeError(
+            f"{path}: {len(niftis)} NIfTI files ({names}{', ...' if len(niftis) > 3 else ''}); "
+            f"expected one scan: give the file itself"
+        )
     also = f"; {skipped_text(unreadable)}" if unreadable else ""
     raise VolumeError(
         f"{path}: no DICOM files and no slices among {len(files)} files (e.g. "

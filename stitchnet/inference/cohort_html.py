@@ -102,7 +102,7 @@ def cohort_html(rows: list[dict[str, Any]], reports: dict[str, bool]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>StitchNet cohort</title>
 <style>{STYLE}</style></head><body>
-<h1>Cohort: {len(rows)} scans, {ok} segmented, {len(rows) - ok} errors</h1>
+<h1>Cohort: {len(rows)} scans, {ok} segmented, {len(rows) - ok} failed</h1>
 <p>Model {html.escape(str(model))}. Zones are thirds (upper / middle / lower) and halves
 (ventral / dorsal) of each lung's mask, not anatomical lobes. Every column is in cohort.csv.</p>
 <h2>Total lesion (GGO + consolidation), % of lung</h2>

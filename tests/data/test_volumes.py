@@ -281,6 +281,24 @@ def test_empty_folder_and_folder_without_dicom(tmp_path):
         read_volume(tmp_path / "notes")
 
 
+CROP = Path(__file__).resolve().parents[2] / "data/realct_nonlesion_dev/cip_copdgene_crop2"
+
+
+def test_folder_holding_one_nifti_reads_that_file(tmp_path):
+    # A folder per patient with its one NIfTI inside (the real COPDGene crop, a real export).
+    folder = tmp_path / "patient01"
+    folder.mkdir()
+    shutil.copy(CROP / "crop_ct_2slices.nii.gz", folder / "scan.nii.gz")
+    (folder / "README.txt").write_text("exported from the PACS")
+    direct, via_folder = read_volume(folder / "scan.nii.gz"), read_volume(folder)
+    np.testing.assert_array_equal(via_folder.hu, direct.hu)
+    np.testing.assert_array_equal(via_folder.affine, direct.affine)
+    assert any("read its one NIfTI file, scan.nii.gz" in n for n in via_folder.notes)
+    shutil.copy(CROP / "crop_ct_2slices.nii.gz", folder / "scan_b.nii")
+    with pytest.raises(VolumeError, match=r"patient01: 2 NIfTI files .*give the file itself"):
+        read_volume(folder)
+
+
 def test_volume_error_is_a_data_error():
     # The CLI maps DataError to exit status 2.
     assert issubclass(VolumeError, DataError)

@@ -107,7 +107,7 @@ def test_rerun_skips_finished_scans(scans, reference, capsys):
     assert main(["cohort", str(scans), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "5 of 5 scans already done; skipped" in captured.err
-    assert "5 scans: 3 segmented, 2 errors" in captured.out
+    assert "5 scans: 3 segmented, 2 failed" in captured.out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == before
 
 
