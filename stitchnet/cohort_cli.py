@@ -13,8 +13,9 @@ from stitchnet.segment_cli import positive_int
 
 DESCRIPTION = """\
 Segment many CT scans with one command into one table. SCANS is a folder of scans (each
-sub-folder a DICOM tree, each .nii/.nii.gz file a volume; the id is the folder's or file's name)
-or a CSV with the columns scan_id,path (relative paths are relative to the CSV). Each scan goes
+sub-folder a DICOM tree or a folder holding one NIfTI, each .nii/.nii.gz file a volume; the id
+is the folder's or file's name) or a CSV with the columns scan_id,path (relative paths are
+relative to the CSV). Each scan goes
 through what `stitchnet segment` runs, into OUT/scans/ID/: labels.nii.gz, lung.nii.gz,
 burden.json and burden.csv (overlays/ and report.html only with --viewer; no healthy twin).
 OUT/cohort.csv has one row per scan: id, status (ok or error), series UID, slices, voxel
