@@ -1,5 +1,6 @@
-# Kept whole (~500 lines) for now: the one reader of whole scans (DICOM, NIfTI, slice folders)
-# into one display orientation; it splits when the slice readers become thin adapters over it.
+# Kept whole (~510 lines) for now: the one reader of whole scans (DICOM, NIfTI, slice folders)
+# into one display orientation. Its DICOM half would split off only with the Volume type in a
+# module of its own (both halves build a Volume; an import back would be a loop).
 """Whole CT scans with their geometry: a DICOM tree, a NIfTI file or a folder of slices -> `Volume`.
 
 Every source reaches the model in ONE display orientation, the one the training slices have, and
