@@ -12,9 +12,9 @@ Two kinds of output folder:
 
     replaced whole (segment, predict, evaluate): `staged_dir` writes the new output beside OUT and
         swaps it in; an earlier complete output of the same command is replaced.
-    grown in place (train, reproduce): a rerun resumes in OUT; `open_output` marks the folder as
-        the command's when it is first created, and folders of earlier versions (without the
-        mark) are recognised by what those versions wrote.
+    grown in place (train, reproduce, cohort): a rerun resumes in OUT; `open_output` marks the
+        folder as the command's when it is first created, and folders of earlier versions
+        (without the mark) are recognised by what those versions wrote.
 
 The mark is MARKER, `.stitchnet-output.json` = {"command", "stitchnet_version", "files"}; in a
 replaced folder it is written last, so its presence means the output is complete, and "files"
@@ -53,7 +53,7 @@ from stitchnet.version import __version__
 
 MARKER = ".stitchnet-output.json"
 REPLACED = ("segment", "predict", "evaluate")  # written whole, then swapped in
-GROWN = ("train", "reproduce")  # written into and resumed
+GROWN = ("train", "reproduce", "cohort")  # written into and resumed
 # What the grown commands wrote before the mark existed (checkpoint.LAST_NAME, BEST_NAME; the
 # split; reproduce's runs/ and its summary).
 LEGACY_NAMES = {
@@ -135,7 +135,7 @@ def check_output(
 
 
 def open_output(out_dir: str | Path, command: str) -> Path:
-    """Create a grown output folder (train, reproduce) and mark it as the command's, once;
+    """Create a grown output folder (train, reproduce, cohort) and mark it as the command's, once;
     a folder of an earlier version gets its mark here too."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

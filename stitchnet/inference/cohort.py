@@ -48,7 +48,7 @@ from stitchnet.inference.cohort_scans import (
     shard_of,
 )
 from stitchnet.inference.cohort_table import cohort_csv, error_row, errors_csv, ok_row
-from stitchnet.outdir import MARKER, atomic_write, open_output, read_marker
+from stitchnet.outdir import atomic_write, check_output, open_output
 from stitchnet.version import __version__
 
 COMMAND = "cohort"  # the output folder's mark (outdir.MARKER)
@@ -175,35 +175,18 @@ def _axial_slices(labels: Path) -> int:
 
 def _check_out(out: Path, source: Any, cohort: list[Scan], model: Any) -> None:
     """Refuse an OUT that would cost the user a file or mix up two cohorts, before any work:
-    the working folder or one above it, an input or a folder holding one, a folder inside
-    the folder of scans (a rerun would list it as a scan), a file, or a non-empty folder that
-    stitchnet cohort did not write."""
-    where, cwd = out.resolve(), Path.cwd().resolve()
-    choose = "choose a new or empty folder"
-    if where == cwd or where in cwd.parents:
-        raise CohortError(f"output folder {out} is or holds the working folder; {choose}")
-    inputs = [s.path for s in cohort] + [model] * (model is not None)
+    the rules of every command's output folder (outdir.check_output: the working folder, an
+    input, a file, a non-empty folder stitchnet cohort did not write), and a folder inside the
+    folder of scans, which a rerun would list as a scan."""
+    inputs = [s.path for s in cohort] + [model]
     if not isinstance(source, Mapping):
         inputs.append(source)
-        if Path(source).is_dir() and Path(source).resolve() in where.parents:
+        if Path(source).is_dir() and Path(source).resolve() in out.resolve().parents:
             raise CohortError(
                 f"output folder {out} is inside the folder of scans {source}, where a rerun "
-                f"would take it for a scan; {choose} outside it"
+                f"would take it for a scan; choose a new or empty folder outside it"
             )
-    for item in inputs:
-        path = Path(item).resolve()
-        if path == where or where in path.parents:
-            raise CohortError(f"output folder {out} is or holds the input {item}; {choose}")
-    if out.exists() and not out.is_dir():
-        raise CohortError(f"output folder {out} is an existing file, not a folder; {choose}")
-    if out.is_dir() and any(out.iterdir()):
-        marker = read_marker(out)
-        if marker is None or marker.get("command") != COMMAND:
-            what = "no mark" if marker is None else f"the mark of stitchnet {marker['command']}"
-            raise CohortError(
-                f"output folder {out} is not empty and has {what} ({MARKER}); expected an "
-                f"earlier output of stitchnet cohort; {choose}"
-            )
+    check_output(out, COMMAND, inputs=inputs)
 
 
 def _model_identity(model: str | Path | None) -> dict[str, Any]:

@@ -220,7 +220,7 @@ def test_bad_cohort_input_exit_2_before_any_scan(scans, reference, tmp_path, cap
     elif case == "foreign":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
-        expected = "not empty"
+        expected = "holds files that stitchnet cohort did not write (notes.txt)"
     elif case == "shard":
         args += ["--shard", "3/2"]
         expected = "expected I/N with 1 <= I <= N"
